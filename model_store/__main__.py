@@ -1,0 +1,94 @@
+"""``python -m model_store list|show|promote|rollback|verify``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from model_store.store import ModelStore, StoreError
+
+DEFAULT_ROOT = os.environ.get("FER_MODEL_STORE", "model_store/seed")
+
+
+def _cmd_list(store: ModelStore, args: argparse.Namespace) -> int:
+    for name in [args.model] if args.model else store.models():
+        by_version: dict[int, list[str]] = {}
+        for alias, version in store.aliases(name).items():
+            by_version.setdefault(version, []).append(alias)
+        for version in store.versions(name):
+            m = store.manifest(name, version)
+            tags = ",".join(sorted(by_version.get(version, [])))
+            print(
+                f"{name}\tv{version}\tval={m.metrics.val_accuracy:.4f}\tparams={m.metrics.params}"
+                f"\tmacs={m.metrics.macs}\t{m.created_at:%Y-%m-%dT%H:%M:%SZ}\t{tags}"
+            )
+    return 0
+
+
+def _cmd_show(store: ModelStore, args: argparse.Namespace) -> int:
+    version = store.resolve(args.model, args.ref)
+    print(store.manifest(args.model, version).model_dump_json(indent=2))
+    return 0
+
+
+def _cmd_promote(store: ModelStore, args: argparse.Namespace) -> int:
+    version = store.resolve(args.model, args.ref)
+    store.set_alias(args.model, args.alias, version)
+    print(f"{args.model}:{args.alias} -> v{version}")
+    return 0
+
+
+def _cmd_rollback(store: ModelStore, args: argparse.Namespace) -> int:
+    version = store.rollback(args.model, args.alias)
+    print(f"{args.model}:{args.alias} -> v{version}")
+    return 0
+
+
+def _cmd_verify(store: ModelStore, args: argparse.Namespace) -> int:
+    models = [args.model] if args.model else store.models()
+    bad = 0
+    for name in models:
+        versions = [store.resolve(name, args.ref)] if args.ref else store.versions(name)
+        for version in versions:
+            problems = store.verify(name, version)
+            bad += bool(problems)
+            print(f"{name} v{version}: " + ("ok" if not problems else "; ".join(problems)))
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model_store", description=__doc__)
+    parser.add_argument("--root", default=DEFAULT_ROOT, help="store root (env FER_MODEL_STORE)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list", help="versions with their metrics and aliases")
+    p.add_argument("model", nargs="?")
+    p.set_defaults(func=_cmd_list)
+    p = sub.add_parser("show", help="print a version's manifest")
+    p.add_argument("model")
+    p.add_argument("ref", nargs="?", default="stable", help="version number or alias")
+    p.set_defaults(func=_cmd_show)
+    p = sub.add_parser("promote", help="point an alias at a version")
+    p.add_argument("model")
+    p.add_argument("ref", help="version number or alias to promote")
+    p.add_argument("--alias", default="stable")
+    p.set_defaults(func=_cmd_promote)
+    p = sub.add_parser("rollback", help="point an alias back at its previous version")
+    p.add_argument("model")
+    p.add_argument("--alias", default="stable")
+    p.set_defaults(func=_cmd_rollback)
+    p = sub.add_parser("verify", help="check every file's size and sha256 (exit 1 on a mismatch)")
+    p.add_argument("model", nargs="?")
+    p.add_argument("ref", nargs="?", help="version number or alias (default: all versions)")
+    p.set_defaults(func=_cmd_verify)
+    args = parser.parse_args(argv)
+    try:
+        store = ModelStore(args.root)
+        return args.func(store, args)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
