@@ -1,0 +1,91 @@
+"""EAN: an Efficient Attention Network for 48×48 grayscale faces.
+
+Depthwise-separable blocks with local channel attention keep parameters and MACs small; a
+stride-2 stem keeps heavy work off the full 48×48 resolution, which dominates cost on a CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainer.config import EANConfig
+from trainer.layers import EANBlock
+
+# Pixel statistics the graph normalises with; written to the manifest, never repeated elsewhere.
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+
+
+def _scaled(c: int, mult: float) -> int:
+    return max(8, round(c * mult / 8) * 8)
+
+
+class EAN(nn.Module):
+    def __init__(self, cfg: EANConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        stem = _scaled(cfg.stem, cfg.width_mult)
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)
+        )
+        blocks: list[nn.Module] = []
+        c_in = stem
+        for width, depth, stride in zip(cfg.widths, cfg.depths, cfg.strides, strict=True):
+            c_out = _scaled(width, cfg.width_mult)
+            for j in range(depth):
+                blocks.append(EANBlock(c_in, c_out, stride=stride if j == 0 else 1))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.num_features = c_in
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(c_in, cfg.num_classes)
+        self.register_buffer("_scale", torch.tensor(1.0 / (255.0 * PIXEL_STD)), persistent=False)
+        self.register_buffer("_shift", torch.tensor(PIXEL_MEAN / PIXEL_STD), persistent=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: raw pixel values 0..255 of shape (N, 1, H, W), any float or integer dtype."""
+        x = x.float() * self._scale - self._shift
+        return self.blocks(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(model: nn.Module, in_size: int = 48) -> int:
+    """Multiply-accumulates of one forward pass on one face (convolutions and linear layers)."""
+    macs = 0
+
+    def conv_hook(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        kernel = m.weight.shape[1] * int(torch.tensor(m.weight.shape[2:]).prod())
+        macs += out[0].numel() * kernel  # per output element: (C_in / groups) × kernel area
+
+    def linear_hook(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
+        nonlocal macs
+        macs += m.in_features * m.out_features
+
+    hooks = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            hooks.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            hooks.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 1, in_size, in_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return int(macs)
