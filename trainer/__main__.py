@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pydantic import BaseModel
 
 from model_store import InputSpec, Lineage, Manifest, Metrics, ModelStore, RoundMetrics, StoreError, Variant
 from trainer.config import ConfigError, TrainConfig, load_config
@@ -178,10 +179,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _config_help() -> str:
+    """One line per key, nested sections flattened to dotted keys (as --set takes them)."""
     lines = []
     for name, f in TrainConfig.model_fields.items():
-        default = f.default.model_dump() if hasattr(f.default, "model_dump") else f.default
-        lines.append(f"  {name} (default {default}): {f.description or ''}")
+        if isinstance(f.default, BaseModel):
+            lines.append(f"  {name}: {f.description or ''}")
+            for key, value in f.default.model_dump().items():
+                sub_desc = type(f.default).model_fields[key].description or ""
+                lines.append(f"  {name}.{key} (default {value}): {sub_desc}")
+        else:
+            lines.append(f"  {name} (default {f.default}): {f.description or ''}")
     return "\n".join(lines)
 
 

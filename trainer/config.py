@@ -23,11 +23,11 @@ class EANConfig(_Strict):
     in_size: int = Field(48, ge=16, description="input side in pixels (square, grayscale)")
     stem: int = Field(32, ge=4, description="channels of the stride-2 stem convolution")
     widths: list[int] = Field([64, 128, 256], description="channels of each stage")
-    depths: list[int] = Field([2, 3, 2], description="EAN blocks in each stage")
-    strides: list[int] = Field([1, 2, 2], description="stride of each stage's first block")
+    depths: list[int] = Field([1, 3, 2], description="EAN blocks in each stage")
+    strides: list[int] = Field([2, 2, 1], description="stride of each stage's first block")
     width_mult: float = Field(1.0, gt=0, description="scales stem and widths (wider teachers)")
-    dropout: float = Field(0.2, ge=0, lt=1)
-    num_classes: int = Field(7, ge=2)
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the classifier")
+    num_classes: int = Field(7, ge=2, description="outputs; the labels come from the data loader")
 
     @model_validator(mode="after")
     def _stages_match(self) -> EANConfig:
@@ -38,23 +38,34 @@ class EANConfig(_Strict):
         return self
 
 
+class AugmentConfig(_Strict):
+    """Batched augmentation for small grayscale faces; each draw is uniform in ±range."""
+
+    rotate_deg: float = Field(15.0, ge=0, description="rotation range in degrees")
+    scale: float = Field(0.125, ge=0, lt=1, description="zoom range as a fraction")
+    shift: float = Field(0.05, ge=0, lt=1, description="translation range as a fraction of the side")
+    contrast: float = Field(0.3, ge=0, lt=1, description="contrast factor range around 1")
+    brightness: float = Field(30.0, ge=0, description="brightness offset range in grey levels")
+    erase_p: float = Field(0.5, ge=0, le=1, description="probability of erasing one rectangle")
+
+
 class RoundConfig(_Strict):
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0, description="peak learning rate of the one-cycle schedule")
+    epochs: int = Field(ge=1, description="epochs of this round")
+    lr: float = Field(gt=0, description="peak learning rate of the round's one-cycle SGD schedule")
 
 
 class TrainConfig(_Strict):
     """Everything `python -m trainer fit` needs besides the data and store paths."""
 
     model_name: str = Field("ean", description="name of the model in the store")
-    student: EANConfig = EANConfig()
+    student: EANConfig = Field(EANConfig(), description="the EAN student's architecture")
     teacher_width_mult: float = Field(
         1.0, gt=0, description=">1 trains a wider EAN teacher in round 0 whose soft labels teach round 1"
     )
-    round0: RoundConfig = RoundConfig(epochs=30, lr=0.1)
+    round0: RoundConfig = Field(RoundConfig(epochs=40, lr=0.1), description="round 0: cross-entropy")
     rounds: int = Field(3, ge=0, description="teacher-student rounds after round 0")
-    round_k: RoundConfig = RoundConfig(epochs=15, lr=0.03)
-    temperature: float = Field(4.0, gt=0)
+    round_k: RoundConfig = Field(RoundConfig(epochs=20, lr=0.03), description="each T-S round")
+    temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft labels")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label (KD) term")
     soft_label_momentum: float = Field(
         0.5, ge=0, le=1, description="new soft labels = m * previous + (1 - m) * teacher's"
@@ -62,18 +73,19 @@ class TrainConfig(_Strict):
     ferplus_weight: float = Field(
         0.0, ge=0, le=1, description="share of FER+ crowd votes mixed into the soft labels"
     )
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    batch_size: int = Field(128, ge=1)
-    weight_decay: float = Field(2e-4, ge=0)
+    augment: AugmentConfig = Field(AugmentConfig(), description="training augmentation (plus random flips)")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="on the hard-label cross-entropy")
+    batch_size: int = Field(128, ge=1, description="faces per SGD step")
+    weight_decay: float = Field(2e-4, ge=0, description="on weights, not on BN parameters or biases")
     tta: bool = Field(True, description="horizontal-flip test-time augmentation at evaluation")
     crop_margin: float = Field(
         0.2, ge=0, le=1, description="face-box margin the training crops correspond to (to manifest)"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seeds weights, shuffling and augmentation")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    quantize: bool = Field(True, description="also publish an INT8 variant when it loses <= 0.5 pt")
-    max_int8_drop: float = 0.005
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes a GPU when torch sees one")
+    quantize: bool = Field(True, description="also publish an INT8 variant if it passes max_int8_drop")
+    max_int8_drop: float = Field(0.005, ge=0, description="largest val accuracy loss of the INT8 variant")
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:

@@ -24,7 +24,7 @@ class ExportError(Exception):
     pass
 
 
-class _Deployable(nn.Module):
+class Deployable(nn.Module):
     """What the service runs: uint8 (N, 1, S, S) in, class probabilities out."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -59,7 +59,7 @@ def onnx_accuracy(path: Path, split: Split, tta: bool) -> float:
 
 def export_onnx(model: nn.Module, path: Path, labels: list[str], in_size: int, parity_faces: np.ndarray) -> float:
     """Export, check the graph, and compare with torch; returns the max abs probability difference."""
-    wrapper = _Deployable(copy_to_cpu(model)).eval()
+    wrapper = Deployable(copy_to_cpu(model)).eval()
     dummy = torch.zeros(2, 1, in_size, in_size, dtype=torch.uint8)
     torch.onnx.export(
         wrapper,

@@ -83,7 +83,7 @@ def count_macs(model: nn.Module, in_size: int = 48) -> int:
     was_training = model.training
     model.eval()
     try:
-        model(torch.zeros(1, 1, in_size, in_size))
+        model(torch.zeros(1, 1, in_size, in_size, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trainer.config import EANConfig, RoundConfig, TrainConfig
+from trainer.config import AugmentConfig, EANConfig, RoundConfig, TrainConfig
 from trainer.data import Split
 from trainer.distill import kd_loss, soft_labels
 from trainer.model import EAN
@@ -40,7 +40,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, gen: torch.Generator, aug: AugmentConfig) -> torch.Tensor:
     """Batched augmentation for 48×48 faces: flip, small affine, brightness/contrast, erasing."""
     n, dev = x.shape[0], x.device
 
@@ -49,9 +49,9 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
     flip = rand(n) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    angle = (rand(n) - 0.5) * math.radians(30)
-    scale = 1.0 + (rand(n) - 0.5) * 0.25
-    shift = (rand(n, 2) - 0.5) * 0.2
+    angle = (rand(n) - 0.5) * math.radians(2 * aug.rotate_deg)
+    scale = 1.0 + (rand(n) - 0.5) * 2 * aug.scale
+    shift = (rand(n, 2) - 0.5) * 4 * aug.shift  # affine_grid spans [-1, 1]: a side is 2 units
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
@@ -59,10 +59,10 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 0.7 + rand(n, 1, 1, 1) * 0.6
-    brightness = (rand(n, 1, 1, 1) - 0.5) * 60
+    contrast = 1.0 + (rand(n, 1, 1, 1) - 0.5) * 2 * aug.contrast
+    brightness = (rand(n, 1, 1, 1) - 0.5) * 2 * aug.brightness
     x = (x - mean) * contrast + mean + brightness
-    # Random erasing of one rectangle (10-25% of the face) on half the batch: occlusion robustness.
+    # Random erasing of one rectangle (9-25% of the face): robustness to hands, glasses, masks.
     side = x.shape[-1]
     h = (side * (0.3 + rand(n) * 0.2)).long()
     w = (side * (0.3 + rand(n) * 0.2)).long()
@@ -71,23 +71,25 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     idx = torch.arange(side, device=dev)
     rows = (idx[None] >= top[:, None]) & (idx[None] < (top + h)[:, None])
     cols = (idx[None] >= left[:, None]) & (idx[None] < (left + w)[:, None])
-    erase = (rows[:, :, None] & cols[:, None, :]) & (rand(n) < 0.5)[:, None, None]
+    erase = (rows[:, :, None] & cols[:, None, :]) & (rand(n) < aug.erase_p)[:, None, None]
     x = x.masked_fill(erase[:, None], 0.0) + erase[:, None] * mean
     return x.clamp_(0, 255)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, tta: bool) -> torch.Tensor:
-    """Logits for uint8 faces (N, S, S); with ``tta`` the mean of the face's and its mirror's."""
+def _logits(model: nn.Module, x: np.ndarray, device: torch.device, flip: bool = False) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(x), 512):
         xb = torch.from_numpy(x[i : i + 512]).to(device)[:, None].float()
-        logits = model(xb)
-        if tta:
-            logits = (logits + model(xb.flip(3))) / 2
-        out.append(logits.float().cpu())
+        out.append(model(xb.flip(3) if flip else xb).float().cpu())
     return torch.cat(out)
+
+
+def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, tta: bool) -> torch.Tensor:
+    """Logits for uint8 faces (N, S, S); with ``tta`` the mean of the face's and its mirror's."""
+    logits = _logits(model, x, device)
+    return (logits + _logits(model, x, device, flip=True)) / 2 if tta else logits
 
 
 @dataclass
@@ -99,9 +101,11 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, split: Split, device: torch.device, num_classes: int, tta: bool) -> Evaluation:
+    """Accuracy without and (when ``tta``) with flip TTA; recall and confusion follow ``tta``."""
     y = torch.from_numpy(split.y)
-    plain = predict_logits(model, split.x, device, tta=False).argmax(1)
-    flipped = predict_logits(model, split.x, device, tta=True).argmax(1)
+    logits = _logits(model, split.x, device)
+    plain = logits.argmax(1)
+    flipped = (logits + _logits(model, split.x, device, flip=True)).argmax(1) if tta else plain
     pred = flipped if tta else plain
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (split.y, pred.numpy()), 1)
@@ -163,7 +167,7 @@ def train_round(
         total, seen = 0.0, 0
         for i in range(steps):
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            xb = augment(x_all[idx].to(device, non_blocking=True).float(), gen)
+            xb = augment(x_all[idx].to(device, non_blocking=True).float(), gen, cfg.augment)
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_all[idx].to(device)
