@@ -1,0 +1,124 @@
+"""POST /infer latency and throughput: p50/p99 and requests/s for a 640×480 JPEG with one face.
+
+The service runs as users run it (`python -m service`, no cameras, no broker); the load generator
+is another process on 127.0.0.1 with N concurrent clients.
+
+    .venv/bin/python bench/bench_infer.py --concurrency 1 4 --duration 15
+    .venv/bin/python bench/bench_infer.py --url http://127.0.0.1:8000   # an already running service
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import ROOT, free_port, one_face_jpeg, percentile
+
+
+def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float, out: mp.Queue) -> None:
+    """Runs in its own process: `concurrency` client threads, each with one keep-alive connection."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    start_at = time.monotonic() + warmup
+    stop_at = start_at + duration
+
+    def client() -> None:
+        nonlocal errors
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while (now := time.monotonic()) < stop_at:
+                t0 = time.perf_counter()
+                resp = http.post("/infer", files={"file": ("face.jpg", jpeg, "image/jpeg")})
+                dt = time.perf_counter() - t0
+                ok = resp.status_code == 200 and len(resp.json()["faces"]) == 1
+                if now >= start_at:
+                    with lock:
+                        latencies.append(dt)
+                        errors += not ok
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.put((latencies, errors))
+
+
+def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    config = {
+        "state_dir": str(workdir / "state"),
+        "log_level": "WARNING",
+        "api": {"port": port, "max_concurrency": 4},
+        "mqtt": {"enabled": False},
+        "model": {"store": str(ROOT / "model_store" / "seed"), "watch_interval_s": 0},
+    }
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(path)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the service did not become ready")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="benchmark a running service instead of starting one")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    args = ap.parse_args()
+    jpeg = one_face_jpeg()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = (None, args.url) if args.url else start_service(Path(tmp))
+        try:
+            model = httpx.get(f"{url}/models").json()["served"]
+            print(f"model {model['name']} v{model['version']} ({model['model_file']}); image 640x480 JPEG, "
+                  f"{len(jpeg)} bytes, one face")  # fmt: skip
+            print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
+            for c in args.concurrency:
+                ctx = mp.get_context("spawn")
+                q: mp.Queue = ctx.Queue()
+                gen = ctx.Process(target=load, args=(url, jpeg, c, args.duration, args.warmup, q))
+                gen.start()
+                latencies, errors = q.get()
+                gen.join()
+                ms = [x * 1000 for x in latencies]
+                print(f"{c:>7} {len(ms):>8} {errors:>6} {percentile(ms, 50):>8.2f} {percentile(ms, 99):>8.2f} "
+                      f"{len(ms) / args.duration:>7.1f}")  # fmt: skip
+            stages = {}
+            for line in httpx.get(f"{url}/metrics").text.splitlines():
+                if line.startswith("fer_infer_seconds_sum") or line.startswith("fer_infer_seconds_count"):
+                    name, value = line.rsplit(" ", 1)
+                    stage = name.split('stage="')[1].split('"')[0]
+                    stages.setdefault(stage, {})["sum" if "_sum" in name else "count"] = float(value)
+            parts = ", ".join(
+                f"{s} {v['sum'] / v['count'] * 1000:.2f}" for s, v in stages.items() if v.get("count")
+            )  # fmt: skip
+            print(f"server-side mean per stage (ms): {parts}")
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The HTTP layer: one small router per resource, typed errors, body limits."""

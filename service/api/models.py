@@ -1,0 +1,106 @@
+"""GET /models and the token-protected admin routes: reload, promote, rollback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+
+from model_store import StoreError
+from service.api.deps import AdminDep, RuntimeDep
+from service.api.errors import ApiError
+from service.api.schemas import PromoteRequest, RollbackRequest
+from service.models import ReloadResult
+from service.runtime import Runtime
+
+router = APIRouter()
+
+
+@router.get("/models")
+def models(runtime: RuntimeDep) -> dict[str, Any]:
+    mgr = runtime.models
+    model = mgr.current
+    try:
+        aliases = mgr.store.aliases(mgr.cfg.name)
+        versions = mgr.store.versions(mgr.cfg.name)
+    except StoreError as exc:
+        aliases, versions = {}, []
+        store_error: str | None = str(exc)
+    else:
+        store_error = None
+    served = None
+    if model is not None:
+        m = model.manifest
+        served = {
+            "name": model.name,
+            "version": model.version,
+            "model_file": model.model_file,
+            "variant": model.variant,
+            "sha256": model.sha256,
+            "labels": model.labels,
+            "input": m.input.model_dump(),
+            "crop_margin": m.crop_margin,
+            "val_accuracy": m.metrics.val_accuracy,
+            "created_at": m.created_at.isoformat(),
+            "loaded_at": model.loaded_at,
+        }
+    return {
+        "name": mgr.cfg.name,
+        "alias": mgr.cfg.alias,
+        "served": served,
+        "aliases": aliases,
+        "versions": versions,
+        "last_reload": mgr.last_result.model_dump() if mgr.last_result else None,
+        "store_error": store_error,
+    }
+
+
+def _reload_or_raise(result: ReloadResult) -> dict[str, Any]:
+    if result.result == "failed":
+        raise ApiError(422, "reload_failed", f"still serving v{result.version}: {result.error}")
+    return result.model_dump()
+
+
+async def _reload(runtime: Runtime) -> ReloadResult:
+    return await anyio.to_thread.run_sync(lambda: runtime.models.check(force=True))
+
+
+@router.post("/models/reload")
+async def reload(runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+    return _reload_or_raise(await _reload(runtime))
+
+
+@router.post("/models/promote")
+async def promote(body: PromoteRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+    """Point an alias at a version, after checking its files; reloads when it is the served alias."""
+    mgr = runtime.models
+    name = mgr.cfg.name
+    try:
+        mgr.store.version_dir(name, body.version)
+    except StoreError as exc:
+        raise ApiError(422, "unknown_version", str(exc)) from None
+    problems = await anyio.to_thread.run_sync(mgr.store.verify, name, body.version)
+    if problems:
+        raise ApiError(422, "verify_failed", f"v{body.version} refused: {'; '.join(problems[:3])}")
+    try:
+        mgr.store.set_alias(name, body.alias, body.version)
+    except StoreError as exc:
+        raise ApiError(422, "promote_failed", str(exc)) from None
+    out: dict[str, Any] = {"alias": body.alias, "version": body.version, "reload": None}
+    if body.alias == mgr.cfg.alias:
+        out["reload"] = _reload_or_raise(await _reload(runtime))
+    return out
+
+
+@router.post("/models/rollback")
+async def rollback(body: RollbackRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
+    mgr = runtime.models
+    try:
+        version = mgr.store.rollback(mgr.cfg.name, body.alias)
+    except StoreError as exc:
+        raise ApiError(422, "rollback_failed", str(exc)) from None
+    out: dict[str, Any] = {"alias": body.alias, "version": version, "reload": None}
+    if body.alias == mgr.cfg.alias:
+        out["reload"] = _reload_or_raise(await _reload(runtime))
+    return out

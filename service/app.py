@@ -1,0 +1,39 @@
+"""create_app(settings): assembles the FastAPI app; the lifespan starts and stops the Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI
+
+from service import __version__
+from service.api import health, infer, models
+from service.api.errors import install_error_handlers
+from service.api.limits import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.config import Settings
+from service.runtime import Runtime
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    runtime = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.infer_limiter = anyio.CapacityLimiter(settings.api.max_concurrency)
+        await anyio.to_thread.run_sync(runtime.start)
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(runtime.stop)
+
+    app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_upload_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    app.include_router(health.router)
+    app.include_router(infer.router)
+    app.include_router(models.router)
+    return app

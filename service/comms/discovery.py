@@ -1,0 +1,64 @@
+"""Home Assistant device-based discovery: one retained config message for the whole device.
+
+The expression is an enum sensor, anomalies (and expression changes) an event entity that reads
+``event_type`` straight from our payloads, and each camera's status a connectivity sensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from service.comms.topics import Topics
+from service.metrics import EVENT_TYPES
+
+NO_FACE = "none"
+
+
+def device_config(
+    topics: Topics, node_id: str, cameras: Sequence[tuple[str, str]], labels: Sequence[str], sw_version: str
+) -> dict[str, Any]:
+    """``cameras`` is (id, friendly name) pairs; ``labels`` the served model's label names."""
+    components: dict[str, dict[str, Any]] = {}
+    for cam_id, cam_name in cameras:
+        uid = f"{node_id}_{cam_id}"
+        components[f"{cam_id}_expression"] = {
+            "p": "sensor",
+            "name": f"{cam_name} expression",
+            "device_class": "enum",
+            "options": [*labels, NO_FACE],
+            "state_topic": topics.expression(cam_id),
+            "value_template": "{{ value_json.label if value_json.label is not none else '" + NO_FACE + "' }}",
+            "json_attributes_topic": topics.expression(cam_id),
+            "unique_id": f"{uid}_expression",
+        }
+        components[f"{cam_id}_events"] = {
+            "p": "event",
+            "name": f"{cam_name} events",
+            "event_types": list(EVENT_TYPES),
+            "state_topic": topics.events(cam_id),
+            "unique_id": f"{uid}_events",
+        }
+        components[f"{cam_id}_status"] = {
+            "p": "binary_sensor",
+            "name": f"{cam_name} camera",
+            "device_class": "connectivity",
+            "state_topic": topics.status(cam_id),
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "online",
+            "payload_off": "offline",
+            "unique_id": f"{uid}_status",
+        }
+    return {
+        "dev": {"ids": [node_id], "name": "fer-edge", "mf": "fer-edge", "mdl": "EAN expression", "sw": sw_version},
+        "o": {"name": "fer-edge", "sw": sw_version},
+        "availability": [
+            {
+                "topic": topics.available,
+                # `stopped` is reported to Home Assistant as offline.
+                "value_template": "{{ 'online' if value_json.state == 'online' else 'offline' }}",
+            }
+        ],
+        "qos": 1,
+        "cmps": components,
+    }

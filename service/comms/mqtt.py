@@ -1,0 +1,247 @@
+"""MQTT publisher (paho-mqtt 2.x): owns the topics, the Last Will, the retained state and the outbox.
+
+Events are written to the outbox first and a delivery thread sends them in order, deleting each
+row once the broker acknowledged it; retained state lives in memory and is re-sent after every
+(re)connect, together with `online` and the Home Assistant discovery (Frigate's most-cited bug was
+not recovering after a broker restart). Callbacks never block: they set flags and publish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from service import __version__
+from service.comms.discovery import device_config
+from service.comms.outbox import Outbox, OutboxRow
+from service.comms.payloads import Availability, CameraStatus, Event, ExpressionState, Payload
+from service.comms.topics import Topics
+from service.config import MqttConfig
+from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+def _dump(payload: Payload) -> bytes:
+    return payload.model_dump_json().encode()
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        outbox: Outbox,
+        metrics: Metrics,
+        cameras: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.outbox = outbox
+        self.metrics = metrics
+        self.topics = Topics(cfg.prefix, cfg.discovery.prefix)
+        self._cameras = list(cameras)
+        self._labels: list[str] = []
+        self._retained: dict[str, bytes] = {}
+        self._retained_lock = threading.Lock()
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._acked = threading.Event()
+        self._warned_unreachable = False
+        self._thread: threading.Thread | None = None
+        self.client = self._make_client()
+
+    # -- client ----------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv311)
+        if cfg.username is not None:
+            password = cfg.password.get_secret_value() if cfg.password is not None else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls.enabled:
+            client.tls_set(
+                ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
+                certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
+                keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+            client.tls_insecure_set(cfg.tls.insecure)
+        # The Last Will must be set before connecting: it is part of the CONNECT packet.
+        will = Availability(state="offline", timestamp=time.time(), service_version=__version__)
+        client.will_set(self.topics.available, _dump(will), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)  # type: ignore[arg-type]
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_connect_fail = self._on_connect_fail
+        return client
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        # connect_async + loop_start: the network thread keeps retrying with backoff, so a missing
+        # broker never blocks or fails start-up.
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._deliver_loop, name="mqtt-outbox", daemon=True)
+        self._thread.start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
+                    properties: object) -> None:  # fmt: skip
+        if getattr(reason_code, "is_failure", False):
+            logger.warning("broker refused the connection: %s", reason_code)
+            return
+        logger.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
+        self._warned_unreachable = False
+        online = Availability(state="online", timestamp=time.time(), service_version=__version__)
+        client.publish(self.topics.available, _dump(online), qos=1, retain=True)
+        if self.cfg.discovery.enabled:
+            client.subscribe(self.topics.ha_status, qos=1)
+            self._send_discovery()
+        # Replay and mark connected under the lock, so a state set meanwhile is neither lost nor
+        # overwritten by an older value (publish only queues; it does not block).
+        with self._retained_lock:
+            for topic, payload in self._retained.items():
+                client.publish(topic, payload, qos=1, retain=True)
+            self._connected.set()
+        self.metrics.mqtt_connected.set(1)
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        # Warn once per outage, not on every retry.
+        log = logger.debug if self._warned_unreachable else logger.warning
+        log("broker %s:%s unreachable; retrying with backoff, events wait in the outbox", self.cfg.host, self.cfg.port)
+        self._warned_unreachable = True
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
+                       properties: object) -> None:  # fmt: skip
+        if self._stopping.is_set():
+            logger.info("disconnected from broker")
+        elif self._connected.is_set():
+            logger.warning("disconnected from broker: %s; reconnecting with backoff", reason_code)
+        self._connected.clear()
+        self.metrics.mqtt_connected.set(0)
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
+                    properties: object) -> None:  # fmt: skip
+        self._acked.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        # Home Assistant announces `online` after it restarts and expects discovery again.
+        if msg.topic == self.topics.ha_status and msg.payload.strip() == b"online":
+            self._send_discovery()
+
+    def _send_discovery(self) -> None:
+        if not self.cfg.discovery.enabled or not self._labels:
+            return
+        config = device_config(self.topics, self.cfg.discovery.node_id, self._cameras, self._labels, __version__)
+        topic = self.topics.ha_device_config(self.cfg.discovery.node_id)
+        self.client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
+
+    # -- Publisher -------------------------------------------------------------------------------
+
+    def publish_event(self, event: Event) -> None:
+        self.outbox.put(self.topics.events(event.camera), event.camera, _dump(event))
+        self._wake.set()
+
+    def _set_retained(self, topic: str, payload: bytes) -> None:
+        with self._retained_lock:
+            self._retained[topic] = payload
+            if self.connected:
+                self.client.publish(topic, payload, qos=1, retain=True)
+
+    def set_expression(self, state: ExpressionState) -> None:
+        self._set_retained(self.topics.expression(state.camera), _dump(state))
+
+    def set_camera_status(self, status: CameraStatus) -> None:
+        self._set_retained(self.topics.status(status.camera), _dump(status))
+
+    def set_labels(self, labels: list[str]) -> None:
+        if list(labels) != self._labels:
+            self._labels = list(labels)
+            if self.connected:
+                self._send_discovery()
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def _deliver_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if not self._connected.wait(0.5):
+                    continue
+                rows = self.outbox.peek(self.cfg.outbox.batch)
+                if not rows:
+                    self._wake.wait(0.5)
+                    self._wake.clear()
+                    continue
+                self._deliver(rows)
+            except Exception:
+                logger.exception("outbox delivery failed; retrying")
+                self._stopping.wait(1.0)
+
+    def _deliver(self, rows: list[OutboxRow]) -> None:
+        sent = [(row, self.client.publish(row.topic, row.payload, qos=1)) for row in rows]
+        # paho re-sends unacknowledged QoS 1 messages itself after a reconnect, so waiting here
+        # across an outage keeps order without duplicating; only an ack that never comes while
+        # connected makes the rows go out again on the next pass.
+        waited = 0.0
+        while not all(info.is_published() for _, info in sent):
+            if self._stopping.is_set():
+                break
+            started = time.monotonic()
+            self._acked.wait(0.05)
+            self._acked.clear()
+            if self._connected.is_set():
+                waited += time.monotonic() - started
+                if waited >= self.cfg.outbox.ack_timeout_s:
+                    logger.warning("no ack for %s s; sending the unacknowledged events again", round(waited))
+                    break
+        acked = []
+        for row, info in sent:
+            if not info.is_published():
+                break
+            acked.append(row)
+        self.outbox.delete([r.id for r in acked])
+        for row in acked:
+            self.metrics.events_published.labels(row.camera).inc()
+
+    def _wait_published(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if info.is_published():
+                return True
+            time.sleep(0.02)
+        return info.is_published()
+
+    def stop(self) -> None:
+        """Flush the outbox while the broker is there, announce `stopped`, disconnect cleanly."""
+        deadline = time.monotonic() + self.cfg.outbox.flush_timeout_s
+        self._wake.set()
+        while len(self.outbox) and self.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self.connected:
+            stopped = Availability(state="stopped", timestamp=time.time(), service_version=__version__)
+            info = self.client.publish(self.topics.available, _dump(stopped), qos=1, retain=True)
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self._wait_published(info, max(0.5, deadline - time.monotonic()))
+        # A clean DISCONNECT keeps the broker from sending the Will (`offline`) over `stopped`.
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+        self.metrics.mqtt_connected.set(0)
+        if len(self.outbox):
+            logger.warning("%s events stay in the outbox for the next start", len(self.outbox))
+        self.outbox.close()

@@ -1,0 +1,91 @@
+"""Every MQTT payload, versioned (DESIGN §3). Nothing here can carry pixels, crops or embeddings:
+the fields are labels, scores, times and ids, and extra fields are refused."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_event_id(start_time: float) -> str:
+    """Frigate's id shape: ``<start-timestamp>-<6 random chars>``."""
+    return f"{start_time:.6f}-{''.join(secrets.choice(_ALPHABET) for _ in range(6))}"
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = SCHEMA_VERSION
+
+
+class Availability(Payload):
+    """``<prefix>/available``: online on every connect, offline as the Last Will, stopped on shutdown."""
+
+    state: Literal["online", "offline", "stopped"]
+    timestamp: float
+    service_version: str
+
+
+class CameraStatus(Payload):
+    """Retained ``<prefix>/<camera>/status``."""
+
+    camera: str
+    state: Literal["online", "offline"]
+    reason: str | None = Field(None, description="why offline: open_failed, stream_lost, no_frames, stopped")
+    timestamp: float
+
+
+class ExpressionState(Payload):
+    """Retained ``<prefix>/<camera>/expression``: the label of the most prominent tracked face."""
+
+    camera: str
+    label: str | None = Field(description="null when no face is tracked")
+    score: float | None
+    track_id: int | None
+    faces: int
+    timestamp: float
+    model_version: int | None
+
+
+class ExpressionChange(Payload):
+    """On ``<prefix>/<camera>/events``: a tracked face's smoothed label changed and held."""
+
+    kind: Literal["expression"] = "expression"
+    event_type: Literal["expression_change"] = "expression_change"
+    id: str
+    camera: str
+    track_id: int
+    label: str
+    previous_label: str | None
+    score: float
+    timestamp: float
+    model_version: int | None
+
+
+AnomalyType = Literal["sustained_negative_affect", "abrupt_change", "camera_fault"]
+
+
+class AnomalyEvent(Payload):
+    """On ``<prefix>/<camera>/events``: Frigate's new/update/end lifecycle; ``id`` is stable across it."""
+
+    kind: Literal["anomaly"] = "anomaly"
+    type: Literal["new", "update", "end"]
+    id: str
+    camera: str
+    event_type: AnomalyType
+    label: str = Field(description="the label (or camera fault reason) behind the anomaly")
+    score: float
+    top_score: float
+    start_time: float
+    end_time: float | None = None
+    track_id: int | None = None
+    previous_label: str | None = Field(None, description="abrupt_change: the label changed from")
+    model_version: int | None
+
+
+Event = ExpressionChange | AnomalyEvent

@@ -1,0 +1,18 @@
+"""The HTTP section. The admin token is best given as FER_API__TOKEN."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from service.config._base import Strict
+
+
+class ApiConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: SecretStr | None = Field(None, description="admin bearer token; admin routes refuse everyone when unset")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="checked before anything is decoded")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height read from the header")
+    max_image_side: int = Field(16_384, ge=16)
+    detect_max_side: int = Field(640, ge=64, description="images are scaled down to this for face detection")
+    max_concurrency: int = Field(4, ge=1, le=64, description="images analysed at once; more requests wait")

@@ -1,0 +1,58 @@
+"""Camera sections: where frames come from and how hard to look at them."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from service.config._base import Strict
+from service.config.rules import RulesConfig
+
+CAMERA_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
+DEMO_SOURCE = "demo"
+
+
+class DetectSize(Strict):
+    width: int = Field(320, ge=64, le=4096, title="Detection width", description="frames are resized to this")
+    height: int = Field(240, ge=48, le=4096, title="Detection height")
+    interval: int = Field(
+        1,
+        ge=1,
+        le=30,
+        description="run the detector on every Nth analysed frame; the frames between reuse its boxes",
+    )
+
+
+class CameraConfig(Strict):
+    id: str = Field(
+        pattern=CAMERA_ID_PATTERN,
+        max_length=64,
+        title="Camera id",
+        description="used in MQTT topics and metric labels, so only [a-zA-Z0-9_-]",
+    )
+    name: str | None = Field(None, max_length=128, description="friendly name for Home Assistant")
+    source: int | str = Field(
+        title="Source",
+        description="device index, file path, rtsp:// or http(s):// URL, or 'demo' for the generated clip",
+    )
+    enabled: bool = True
+    fps: float = Field(15.0, gt=0, le=120, title="Target fps", description="at most this many frames analysed a second")
+    detect: DetectSize = Field(default_factory=DetectSize)
+    loop: bool = Field(False, description="restart a file source at its end instead of treating the end as a loss")
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles up to reconnect_max_s")
+    reconnect_max_s: float = Field(30.0, gt=0)
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="merged over the top-level rules")
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_blank(cls, value: int | str) -> int | str:
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError("a device index is >= 0")
+            return value
+        if not value.strip():
+            raise ValueError("source must not be empty")
+        return value
+
+    @property
+    def is_demo(self) -> bool:
+        return self.source == DEMO_SOURCE

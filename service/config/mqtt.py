@@ -1,0 +1,63 @@
+"""The MQTT section. Secrets are best given as FER_MQTT__PASSWORD rather than in the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+
+from service.config._base import Strict
+
+TOPIC_SEGMENT = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+
+
+class TlsConfig(Strict):
+    enabled: bool = False
+    ca_certs: Path | None = Field(None, description="CA bundle; the system one when unset")
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    insecure: bool = Field(False, description="skip hostname verification (test brokers only)")
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.certfile is None) != (self.keyfile is None):
+            raise ValueError("certfile and keyfile go together")
+        return self
+
+
+class DiscoveryConfig(Strict):
+    enabled: bool = True
+    prefix: str = Field("homeassistant", pattern=TOPIC_SEGMENT)
+    node_id: str = Field("fer_edge", pattern=r"^[a-zA-Z0-9_-]+$", description="the Home Assistant device id")
+
+
+class OutboxConfig(Strict):
+    path: Path | None = Field(None, description="SQLite file; <state_dir>/outbox.sqlite3 when unset")
+    max_messages: int = Field(10_000, ge=1, description="past this the oldest events are dropped and counted")
+    flush_timeout_s: float = Field(5.0, ge=0, description="how long shutdown waits for the outbox to drain")
+    ack_timeout_s: float = Field(10.0, gt=0, description="re-send an event not acknowledged within this")
+    batch: int = Field(32, ge=1, le=1000, description="events in flight at once")
+
+
+class MqttConfig(Strict):
+    enabled: bool = True
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = Field("fer", pattern=TOPIC_SEGMENT, description="topic prefix; no wildcards")
+    client_id: str = Field("fer-edge", min_length=1, max_length=128)
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+
+    @model_validator(mode="after")
+    def _checks(self) -> MqttConfig:
+        if self.password is not None and self.username is None:
+            raise ValueError("password is set but username is not")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s is larger than reconnect_max_s")
+        return self

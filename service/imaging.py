@@ -1,0 +1,136 @@
+"""Image decoding for POST /infer with the checks that must come before the decoder.
+
+The format is taken from the bytes (not the client's content type) and the dimensions are read
+from the header, so a 30000×30000 PNG of a few kilobytes is refused before it can expand into
+gigabytes (a decompression bomb).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+class ImageError(Exception):
+    """A client-side image problem; ``status`` and ``code`` go into the typed error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    format: str
+    width: int
+    height: int
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def sniff_format(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def _corrupt(fmt: str, why: str) -> ImageError:
+    return ImageError(422, "invalid_image", f"the {fmt.upper()} data is corrupt or truncated: {why}")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    n = len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            raise _corrupt("jpeg", "bad marker")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if length < 2:
+            raise _corrupt("jpeg", "bad segment length")
+        if marker in _SOF:
+            if i + 9 > n:
+                break
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        if marker == 0xDA:  # start of scan before any frame header
+            break
+        i += 2 + length
+    raise _corrupt("jpeg", "no frame header")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        b = data[21:25]
+        w = 1 + (((b[1] & 0x3F) << 8) | b[0])
+        h = 1 + (((b[3] & 0x0F) << 10) | (b[2] << 2) | ((b[1] & 0xC0) >> 6))
+        return w, h
+    if chunk == b"VP8X" and len(data) >= 30:
+        w = 1 + int.from_bytes(data[24:27], "little")
+        h = 1 + int.from_bytes(data[27:30], "little")
+        return w, h
+    raise _corrupt("webp", "unknown or short header")
+
+
+def read_header(data: bytes) -> ImageHeader:
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ImageError(415, "unsupported_image_format", "the data is not a JPEG, PNG or WebP image")
+    if fmt == "png":
+        if len(data) < 24 or data[12:16] != b"IHDR":
+            raise _corrupt("png", "no IHDR header")
+        width, height = struct.unpack(">II", data[16:24])
+    elif fmt == "jpeg":
+        width, height = _jpeg_size(data)
+    else:
+        width, height = _webp_size(data)
+    if width <= 0 or height <= 0:
+        raise _corrupt(fmt, "zero dimension")
+    return ImageHeader(fmt, width, height)
+
+
+def check_complete(fmt: str, data: bytes) -> None:
+    """libjpeg pads a truncated JPEG with grey and returns it; we refuse it instead."""
+    if fmt == "jpeg" and b"\xff\xd9" not in data[-64:]:
+        raise _corrupt("jpeg", "no end-of-image marker")
+    if fmt == "png" and b"IEND" not in data[-16:]:
+        raise _corrupt("png", "no IEND chunk")
+
+
+def decode_image(data: bytes, *, max_pixels: int, max_side: int) -> tuple[np.ndarray, ImageHeader]:
+    """BGR pixels, after the format, size and completeness checks."""
+    header = read_header(data)
+    if header.width > max_side or header.height > max_side or header.width * header.height > max_pixels:
+        raise ImageError(
+            413,
+            "image_too_large",
+            f"{header.width}x{header.height} exceeds the limit of {max_pixels} pixels or {max_side} per side",
+        )
+    check_complete(header.format, data)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise _corrupt(header.format, "the decoder rejected it")
+    # The decoder honours EXIF orientation, so the result may be the header's size transposed.
+    if {image.shape[1], image.shape[0]} != {header.width, header.height}:
+        raise _corrupt(header.format, "decoded size differs from the header")
+    return image, header

@@ -1,0 +1,155 @@
+"""Hot reload after TF Serving's availability-preserving policy (DESIGN §2).
+
+The served model is one reference. A request reads it once and keeps that object, so it finishes
+on the version it started with even if a swap happens meanwhile; swapping is one assignment made
+under a lock after the new version has been verified, loaded and warmed up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import BaseModel
+
+from model_store import ModelStore, StoreError
+from service.config import ModelConfig
+from service.metrics import Metrics
+from service.models.loaded import LoadedModel, ModelLoadError, load_version
+
+logger = logging.getLogger(__name__)
+
+
+class ReloadResult(BaseModel):
+    result: Literal["swapped", "unchanged", "failed"]
+    version: int | None
+    previous_version: int | None = None
+    error: str | None = None
+
+
+class ModelManager:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        metrics: Metrics | None = None,
+        *,
+        on_swap: Callable[[LoadedModel], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.store = ModelStore(cfg.store)
+        self._on_swap = on_swap
+        self._current: LoadedModel | None = None
+        self._lock = threading.Lock()
+        self._failed_version: int | None = None
+        self.last_result: ReloadResult | None = None
+        self.last_check_at: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._current
+
+    def require(self) -> LoadedModel:
+        model = self._current
+        if model is None:
+            raise ModelLoadError("no model is loaded")
+        return model
+
+    def load_initial(self) -> LoadedModel:
+        """Load the alias at start-up; there is no old model to fall back to, so errors propagate."""
+        try:
+            version = self.store.resolve(self.cfg.name, self.cfg.alias)
+        except StoreError as exc:
+            raise ModelLoadError(str(exc)) from None
+        model = self._load(version)
+        self._swap(model)
+        logger.info("serving %s v%s (%s)", model.name, model.version, model.model_file)
+        return model
+
+    def _load(self, version: int) -> LoadedModel:
+        return load_version(
+            self.store,
+            self.cfg.name,
+            version,
+            variant=self.cfg.variant,
+            threads=self.cfg.threads,
+            max_batch=self.cfg.max_batch,
+        )
+
+    def _swap(self, model: LoadedModel) -> None:
+        self._current = model
+        if self.metrics is not None:
+            self.metrics.model_info.info(
+                {
+                    "name": model.name,
+                    "version": str(model.version),
+                    "sha256": model.sha256,
+                    "file": model.model_file,
+                }
+            )
+        if self._on_swap is not None:
+            self._on_swap(model)
+
+    def check(self, *, force: bool = False) -> ReloadResult:
+        """Load the version the alias names if it is not the one served.
+
+        A version that failed is not retried on every poll (that would count one failure many
+        times); ``force`` (the admin reload) retries it.
+        """
+        with self._lock:
+            self.last_check_at = time.time()
+            previous = self._current.version if self._current else None
+            try:
+                version = self.store.resolve(self.cfg.name, self.cfg.alias)
+            except StoreError as exc:
+                return self._failed(previous, None, str(exc), count=force or self._failed_version != -1)
+            if version == previous:
+                self._failed_version = None
+                return ReloadResult(result="unchanged", version=previous)
+            if version == self._failed_version and not force:
+                return ReloadResult(result="unchanged", version=previous)
+            try:
+                model = self._load(version)
+            except (ModelLoadError, StoreError) as exc:
+                return self._failed(previous, version, str(exc))
+            self._swap(model)
+            self._failed_version = None
+            logger.info("swapped %s v%s -> v%s", self.cfg.name, previous, version)
+            if self.metrics is not None:
+                self.metrics.model_reloads.labels("swapped").inc()
+            self.last_result = ReloadResult(result="swapped", version=version, previous_version=previous)
+            return self.last_result
+
+    def _failed(self, previous: int | None, version: int | None, error: str, *, count: bool = True) -> ReloadResult:
+        # -1 marks an unresolvable alias, so a broken alias file is also counted once.
+        self._failed_version = version if version is not None else -1
+        if count:
+            logger.error("reload refused, still serving v%s: %s", previous, error)
+            if self.metrics is not None:
+                self.metrics.model_reloads.labels("failed").inc()
+        self.last_result = ReloadResult(result="failed", version=previous, previous_version=previous, error=error)
+        return self.last_result
+
+    def start_watching(self) -> None:
+        if self.cfg.watch_interval_s <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._watch, name="model-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.cfg.watch_interval_s):
+            try:
+                self.check()
+            except Exception:
+                logger.exception("model watch failed; will retry")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

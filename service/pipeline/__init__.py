@@ -1,0 +1,1 @@
+"""One pipeline per camera: capture -> detect -> crop+classify -> track -> smooth -> rules -> publish."""

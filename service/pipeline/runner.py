@@ -1,0 +1,247 @@
+"""One camera's pipeline. The only stage that touches metrics and the publisher.
+
+Data flows one way: capture thread -> mailbox -> this worker (detect, classify, track, rules) ->
+publisher. Frames live in memory only while they are analysed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from service.comms.base import Publisher
+from service.comms.payloads import CameraStatus, Event
+from service.config import CameraConfig, DetectorConfig, TrackingConfig
+from service.metrics import Metrics
+from service.models import LoadedModel, ModelManager
+from service.pipeline.capture import CaptureStatus, Frame, LatestFrame, run_capture
+from service.pipeline.classify import classify
+from service.pipeline.detect import Box, detect_scaled, make_detector
+from service.pipeline.rules import RuleEngine
+from service.pipeline.track import IouTracker
+
+logger = logging.getLogger(__name__)
+
+
+class CameraPipeline:
+    def __init__(
+        self,
+        cam: CameraConfig,
+        source: int | str,
+        *,
+        detector: DetectorConfig,
+        tracking: TrackingConfig,
+        models: ModelManager,
+        publisher: Publisher,
+        metrics: Metrics,
+        reconnect_min_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+    ) -> None:
+        self.cam = cam
+        self.source = source
+        self.models = models
+        self.publisher = publisher
+        self.metrics = metrics
+        self.detector = make_detector(detector)
+        self.tracker = IouTracker(tracking.iou_threshold, tracking.max_age_s, tracking.smoothing_tau_s)
+        model = models.require()
+        self.engine = RuleEngine(cam.id, cam.rules, tracking, model.labels)
+        self._model_version = model.version
+        self.engine.model_version = model.version
+        unknown = self.engine.unknown_labels()
+        if unknown:
+            logger.warning("camera %s: rule labels %s are not model labels and are ignored", cam.id, unknown)
+        self.mailbox = LatestFrame()
+        self.capture_status = CaptureStatus()
+        self._reconnect = (reconnect_min_s, reconnect_max_s)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._published_status: tuple[bool, str | None] | None = None
+        self._stalled = False
+        self.frames = 0
+        self._last_boxes: list[Box] | None = None
+        self.faces_now = 0
+        self.current_label: str | None = None
+        self._fps_window: list[float] = []
+        metrics.init_camera(cam.id)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        capture = threading.Thread(
+            target=run_capture,
+            name=f"capture-{self.cam.id}",
+            args=(self.source, self.mailbox, self.capture_status, self._stop),
+            kwargs={
+                "loop": self.cam.loop,
+                "backoff_min_s": self._reconnect[0],
+                "backoff_max_s": self._reconnect[1],
+                "fallback_fps": self.cam.fps,
+                "on_replaced": self._on_replaced,
+            },
+            daemon=True,
+        )
+        worker = threading.Thread(target=self._work, name=f"pipeline-{self.cam.id}", daemon=True)
+        self._threads = [capture, worker]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+        now = time.time()
+        self._emit(self.engine.close(now))
+        self.publisher.set_camera_status(
+            CameraStatus(camera=self.cam.id, state="offline", reason="stopped", timestamp=now)
+        )
+        self.metrics.camera_up.labels(self.cam.id).set(0)
+
+    def _on_replaced(self, kind: str) -> None:
+        if kind == "dropped":
+            self.metrics.frames_dropped.labels(self.cam.id).inc()
+
+    # -- work ------------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        period = 1.0 / self.cam.fps
+        # Rate-limit by skipping frames that come too early rather than by sleeping: a frame is
+        # analysed the moment it arrives, so pacing adds no latency. A quarter period of slack
+        # absorbs the jitter of a source that delivers at exactly the target rate.
+        slack = 0.25 * period
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                frame = self.mailbox.take(timeout=0.2)
+                now = time.time()
+                self._check_status(now)
+                if frame is None:
+                    self._idle(now)
+                    continue
+                mono = time.monotonic()
+                if mono < next_due - slack:
+                    self.mailbox.count_skipped()
+                    continue
+                next_due = max(next_due, mono - slack) + period
+                self.mailbox.set_busy(True)
+                try:
+                    self.process(frame)
+                finally:
+                    self.mailbox.set_busy(False)
+            except Exception:
+                logger.exception("camera %s: frame failed; continuing", self.cam.id)
+                self.mailbox.set_busy(False)
+                self._stop.wait(0.1)
+
+    def _sync_model(self) -> LoadedModel:
+        model = self.models.require()
+        if model.version != self._model_version:
+            if model.labels != self.engine.labels:
+                # Smoothed scores are in the old label order; the tracks restart with the new model.
+                self._emit(self.engine.on_frame([], self.tracker.end_all(), time.time()))
+                self.engine.set_labels(model.labels)
+            self.engine.model_version = model.version
+            self._model_version = model.version
+        return model
+
+    def process(self, frame: Frame) -> list[Event]:
+        """Analyse one frame and publish what it changed; returns the events (for benchmarks)."""
+        cam = self.cam.id
+        model = self._sync_model()
+        t0 = time.perf_counter()
+        det = self.cam.detect
+        if self.frames % det.interval == 0 or self._last_boxes is None:
+            # Faces move little between frames: reusing the last boxes on the frames between is
+            # the cheapest way to cut the detector, which dominates the cost of a frame.
+            boxes = detect_scaled(self.detector, frame.image, det.width, det.height)
+            self._last_boxes = boxes
+            self.metrics.stage_seconds.labels(cam, "detect").observe(time.perf_counter() - t0)
+        else:
+            boxes = self._last_boxes
+        t1 = time.perf_counter()
+        probs = classify(frame.image, boxes, model) if boxes else np.zeros((0, len(model.labels)), np.float32)
+        t2 = time.perf_counter()
+        seen, ended = self.tracker.update(boxes, probs, frame.timestamp)
+        t3 = time.perf_counter()
+        events = self.engine.on_frame(seen, ended, frame.timestamp)
+        state = self.engine.expression_state(seen, frame.timestamp)
+        t4 = time.perf_counter()
+        self._emit(events)
+        if state is not None:
+            self.publisher.set_expression(state)
+            self.current_label = state.label
+        stage = self.metrics.stage_seconds
+        stage.labels(cam, "classify").observe(t2 - t1)
+        stage.labels(cam, "track").observe(t3 - t2)
+        stage.labels(cam, "rules").observe(t4 - t3)
+        stage.labels(cam, "total").observe(time.perf_counter() - t0)
+        self.metrics.frame_latency_seconds.labels(cam).observe(max(0.0, time.time() - frame.timestamp))
+        self.metrics.frames_processed.labels(cam).inc()
+        if boxes:
+            self.metrics.faces.labels(cam).inc(len(boxes))
+        self.frames += 1
+        self.faces_now = len(seen)
+        self._fps_window = [*self._fps_window[-29:], frame.timestamp]
+        return events
+
+    def _emit(self, events: list[Event]) -> None:
+        for ev in events:
+            self.metrics.events.labels(self.cam.id, ev.event_type).inc()
+            self.publisher.publish_event(ev)
+
+    def _idle(self, now: float) -> None:
+        self._last_boxes = None
+        if self.tracker.tracks:
+            seen, ended = self.tracker.update([], np.zeros((0, len(self.engine.labels))), now)
+            if ended:
+                self._emit(self.engine.on_frame(seen, ended, now))
+                state = self.engine.expression_state(seen, now)
+                if state is not None:
+                    self.publisher.set_expression(state)
+                    self.current_label = state.label
+
+    def _check_status(self, now: float) -> None:
+        online, reason = self.capture_status.get()
+        last = self.capture_status.last_frame_at
+        limit = self.cam.rules.camera_fault.no_frames_s
+        if online and last is not None and now - last > limit:
+            online, reason = False, "no_frames"
+        if online is None:
+            return
+        current = (online, reason)
+        if current == self._published_status:
+            return
+        self._published_status = current
+        self.metrics.camera_up.labels(self.cam.id).set(1 if online else 0)
+        self.publisher.set_camera_status(
+            CameraStatus(camera=self.cam.id, state="online" if online else "offline", reason=reason, timestamp=now)
+        )
+        self._emit(self.engine.camera_status(online, reason, now))
+        log = logger.info if online else logger.warning
+        log("camera %s is %s%s", self.cam.id, "online" if online else "offline", f" ({reason})" if reason else "")
+
+    def snapshot(self) -> dict[str, Any]:
+        online, reason = self.capture_status.get()
+        last = self.capture_status.last_frame_at
+        window = self._fps_window
+        fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
+        return {
+            "id": self.cam.id,
+            "name": self.cam.name or self.cam.id,
+            "enabled": True,
+            "status": "online" if online else ("connecting" if online is None else "offline"),
+            "reason": reason,
+            "target_fps": self.cam.fps,
+            "fps": round(fps, 2),
+            "frames_processed": self.frames,
+            "frames_dropped": self.mailbox.dropped,
+            "frames_skipped": self.mailbox.skipped,
+            "last_frame_age_s": round(time.time() - last, 3) if last else None,
+            "faces": self.faces_now,
+            "expression": self.current_label,
+            "model_version": self._model_version,
+        }

@@ -1,0 +1,110 @@
+"""Builds and owns every running component; the only place that wires them (STYLE: one place).
+
+Start order: model (fail fast: nothing to serve without it), publisher (never blocks on the
+broker), camera pipelines, model watcher. Stop order is the reverse, so the pipelines' last
+events and `offline` statuses are still in the outbox when the publisher flushes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import anyio
+from prometheus_client import CollectorRegistry
+
+from service.comms.base import MemoryPublisher, Publisher
+from service.comms.mqtt import MqttPublisher
+from service.comms.outbox import Outbox
+from service.config import DEMO_SOURCE, Settings
+from service.demo import ensure_demo_clip
+from service.inference import ImageAnalyser
+from service.metrics import Metrics
+from service.models import LoadedModel, ModelManager
+from service.pipeline.runner import CameraPipeline
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        enabled = [c for c in settings.cameras if c.enabled]
+        self.metrics = Metrics(self.registry, [c.id for c in enabled])
+        self.models = ModelManager(settings.model, self.metrics, on_swap=self._on_swap)
+        # Built in start(): it opens the outbox file, and construction must not touch the disk.
+        self.publisher: Publisher = MemoryPublisher()
+        self.analyser = ImageAnalyser(settings.detector, settings.api)
+        self.pipelines: list[CameraPipeline] = []
+        self.infer_limiter: anyio.CapacityLimiter | None = None
+        self.started_at: float | None = None
+        self._stopped = False
+
+    def _make_publisher(self) -> Publisher:
+        s = self.settings
+        if not s.mqtt.enabled:
+            return MemoryPublisher()
+        outbox = Outbox(Path(s.outbox_path), s.mqtt.outbox.max_messages, self.metrics)
+        cameras = [(c.id, c.name or c.id) for c in s.cameras if c.enabled]
+        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras)
+
+    def _on_swap(self, model: LoadedModel) -> None:
+        self.publisher.set_labels(model.labels)
+
+    @property
+    def ready(self) -> bool:
+        return self.started_at is not None and self.models.current is not None and not self._stopped
+
+    def start(self) -> None:
+        """Idempotent: the entry point starts the runtime before the HTTP server binds its port."""
+        if self.started_at is not None:
+            return
+        s = self.settings
+        self.models.load_initial()
+        self.publisher = self._make_publisher()
+        self.publisher.set_labels(self.models.require().labels)
+        self.publisher.start()
+        for cam in s.cameras:
+            if not cam.enabled:
+                continue
+            source = self._resolve_source(cam.source)
+            pipeline = CameraPipeline(
+                cam,
+                source,
+                detector=s.detector,
+                tracking=s.tracking,
+                models=self.models,
+                publisher=self.publisher,
+                metrics=self.metrics,
+                reconnect_min_s=cam.reconnect_min_s,
+                reconnect_max_s=cam.reconnect_max_s,
+            )
+            pipeline.start()
+            self.pipelines.append(pipeline)
+        self.models.start_watching()
+        self.started_at = time.time()
+        logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.pipelines), s.model.name,
+                    self.models.require().version)  # fmt: skip
+
+    def _resolve_source(self, source: int | str) -> int | str:
+        if source != DEMO_SOURCE:
+            return source
+        return str(ensure_demo_clip(self.settings.state_dir))
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for pipeline in self.pipelines:
+            try:
+                pipeline.stop()
+            except Exception:
+                logger.exception("camera %s did not stop cleanly", pipeline.cam.id)
+        self.models.stop()
+        try:
+            self.publisher.stop()
+        except Exception:
+            logger.exception("publisher did not stop cleanly")
+        logger.info("fer-edge stopped")

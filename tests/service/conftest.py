@@ -1,0 +1,51 @@
+"""Fixtures for the service tests: copies of the seed store, a real broker, settings builders."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.config import Settings
+from service.config.loader import _deep_merge
+from tests.service.support import Mosquitto, copy_store
+
+HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+# No Python broker is bundled: without mosquitto the broker tests skip rather than fake the broker.
+needs_broker = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto is not installed")
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    return copy_store(tmp_path / "store")
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if not HAVE_MOSQUITTO:
+        pytest.skip("mosquitto is not installed")
+    b = Mosquitto(tmp_path / "broker").start()
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, store_root: Path) -> Callable[..., Settings]:
+    """Settings for a test: no broker and no cameras unless given, short intervals, a private store."""
+
+    def build(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "log_level": "INFO",
+            "api": {"token": "test-token", "max_upload_bytes": 4 * 1024 * 1024},
+            "mqtt": {"enabled": False, "reconnect_min_s": 1, "reconnect_max_s": 2},
+            "model": {"store": str(store_root), "watch_interval_s": 0.1},
+        }
+        return Settings.model_validate(_deep_merge(base, overrides))
+
+    return build

@@ -1,0 +1,258 @@
+"""Real components for the service tests: a mosquitto broker, a recording subscriber, a gated TCP
+proxy (to decide when the service may reconnect), a uvicorn server in a thread, and clips and
+images built from a real face."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import paho.mqtt.client as mqtt
+import uvicorn
+from paho.mqtt.enums import CallbackAPIVersion
+
+SEED_STORE = Path(__file__).resolve().parents[2] / "model_store" / "seed"
+FER_VAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "fer2013" / "val.npz"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+# -- broker ---------------------------------------------------------------------------------------
+
+
+class Mosquitto:
+    """A mosquitto on a free port; kill() is SIGKILL, a crash, not a clean stop."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.port = port or free_port()
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.conf = workdir / "mosquitto.conf"
+        self.log = workdir / "mosquitto.log"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # As root, mosquitto would switch to the `mosquitto` user, who cannot enter pytest's tmp dirs.
+            f"user {getpass.getuser()}\nlog_dest file {self.log}\n"
+        )
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> Mosquitto:
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text() if self.log.exists() else ''}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return self
+            time.sleep(0.02)
+        raise RuntimeError("mosquitto did not start listening")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+class Subscriber:
+    """Records every message on the subscribed topics; reconnects and re-subscribes by itself."""
+
+    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._topics = topics
+        self.connected = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{id(self)}")
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *a: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        if rc.is_failure:
+            return
+        client.subscribe([(t, 1) for t in self._topics])
+        # Give the SUBACK a moment before anyone relies on the subscription.
+        threading.Timer(0.1, self.connected.set).start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def snapshot(self, topic: str | None = None) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if topic is None or m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Message]], Any], timeout: float = 10.0, what: str = "message") -> Any:
+        return wait_until(lambda: predicate(self.snapshot()), timeout, what=what)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class GatedProxy:
+    """A TCP forwarder whose gate decides when clients get through to the broker."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.open = threading.Event()
+        self.open.set()
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def sever(self) -> None:
+        """Cut every open connection, as a network failure would (the broker then sends Wills)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for s in self._conns:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def live_server(app: Any) -> Iterator[str]:
+    """A real uvicorn on a free port, in a thread; yields the base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, 60, what="uvicorn start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+# -- faces ----------------------------------------------------------------------------------------
+
+
+def astronaut_bgr() -> np.ndarray:
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def face_crop() -> np.ndarray:
+    """The astronaut's head with some margin, as the clips paste it."""
+    return astronaut_bgr()[0:240, 104:344].copy()
+
+
+def one_face_frame(width: int = 640, height: int = 480) -> np.ndarray:
+    """A 640×480 scene with exactly one real face."""
+    from service.demo import Segment, background, render
+
+    return render(background(width, height), face_crop(), Segment(1.0, x=0.5, size=220), 0.0)
+
+
+def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
+    ok, buf = cv2.imencode(ext, image)
+    assert ok
+    return buf.tobytes()
+
+
+def copy_store(dst: Path) -> Path:
+    """The seed store, copied so a test can publish into it (temporary publish dirs are skipped)."""
+    shutil.copytree(SEED_STORE, dst, ignore=shutil.ignore_patterns(".tmp-*", ".aliases-*"))
+    return dst

@@ -1,0 +1,197 @@
+"""The MQTT publisher against a real mosquitto: exact topics and payloads, Last Will, discovery,
+and the outbox through a broker crash and an outage that overflows it."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.comms.mqtt import MqttPublisher
+from service.comms.outbox import Outbox
+from service.comms.payloads import AnomalyEvent, CameraStatus, ExpressionChange, ExpressionState
+from service.config import MqttConfig
+from service.metrics import Metrics
+from tests.service.conftest import needs_broker
+from tests.service.support import GatedProxy, Mosquitto, Subscriber, free_port, wait_until
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def make_publisher(tmp_path: Path, port: int, max_messages: int = 1000, client_id: str = "fer-test") -> MqttPublisher:
+    cfg = MqttConfig.model_validate(
+        {
+            "port": port,
+            "client_id": client_id,
+            "reconnect_min_s": 1,
+            "reconnect_max_s": 1,
+            "outbox": {"flush_timeout_s": 5, "ack_timeout_s": 5, "batch": 8},
+        }
+    )
+    metrics = Metrics(CollectorRegistry(), ["cam1"])
+    outbox = Outbox(tmp_path / f"outbox-{client_id}.sqlite3", max_messages, metrics)
+    pub = MqttPublisher(cfg, outbox, metrics, cameras=[("cam1", "Camera 1")])
+    pub.set_labels(LABELS)
+    return pub
+
+
+def change(i: int) -> ExpressionChange:
+    return ExpressionChange(
+        id=f"evt-{i:04d}", camera="cam1", track_id=1, label=LABELS[i % 7], previous_label=None,
+        score=0.5, timestamp=1000.0 + i, model_version=1,
+    )  # fmt: skip
+
+
+def event_ids(sub: Subscriber) -> list[str]:
+    """Ids in arrival order, first arrival only (delivery is at least once)."""
+    seen: dict[str, None] = {}
+    for m in sub.snapshot("fer/cam1/events"):
+        seen.setdefault(m.json()["id"], None)
+    return list(seen)
+
+
+@pytest.fixture
+def sub(broker: Mosquitto) -> Iterator[Subscriber]:
+    s = Subscriber(broker.port)
+    s.connected.wait(5)
+    yield s
+    s.close()
+
+
+def test_topics_payloads_will_and_discovery(tmp_path: Path, broker: Mosquitto, sub: Subscriber) -> None:
+    proxy = GatedProxy(broker.port)
+    pub = make_publisher(tmp_path, proxy.port)
+    pub.start()
+    try:
+        wait_until(lambda: pub.connected, 10, what="connect")
+        online = sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available"], what="online")[0].json()
+        assert online["state"] == "online" and online["schema_version"] == 1
+        disc = sub.wait_for(lambda ms: [m for m in ms if m.topic == "homeassistant/device/fer_edge/config"])[0]
+        config = disc.json()
+        assert config["cmps"]["cam1_expression"]["device_class"] == "enum"
+        assert config["cmps"]["cam1_expression"]["options"] == [*LABELS, "none"]
+        assert config["cmps"]["cam1_events"]["p"] == "event"
+        assert config["cmps"]["cam1_events"]["state_topic"] == "fer/cam1/events"
+        assert config["availability"][0]["topic"] == "fer/available"
+
+        anomaly = AnomalyEvent(
+            type="new", id="1.000000-abcdef", camera="cam1", event_type="sustained_negative_affect",
+            label="sad", score=0.7, top_score=0.7, start_time=1.0, track_id=3, model_version=1,
+        )  # fmt: skip
+        pub.publish_event(change(0))
+        pub.publish_event(anomaly)
+        state = ExpressionState(
+            camera="cam1", label="happy", score=0.8, track_id=1, faces=1, timestamp=2.0, model_version=1
+        )
+        pub.set_expression(state)
+        pub.set_camera_status(CameraStatus(camera="cam1", state="online", timestamp=2.0))
+        events = sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/cam1/events"][1:] and ms, what="events")
+        events = [m for m in events if m.topic == "fer/cam1/events"]
+        assert [m.payload for m in events] == [change(0).model_dump_json().encode(), anomaly.model_dump_json().encode()]
+        assert all(not m.retain for m in events)
+
+        # Retained state reaches a late subscriber.
+        late = Subscriber(broker.port, ("fer/cam1/expression", "fer/cam1/status"))
+        got = late.wait_for(lambda ms: len(ms) >= 2 and ms, what="retained")
+        assert {m.topic: (m.retain, m.json()) for m in got} == {
+            "fer/cam1/expression": (True, json.loads(state.model_dump_json())),
+            "fer/cam1/status": (True, {"schema_version": 1, "camera": "cam1", "state": "online", "reason": None,
+                                       "timestamp": 2.0}),
+        }  # fmt: skip
+        late.close()
+
+        # Home Assistant restarted: discovery is sent again.
+        before = len(sub.snapshot("homeassistant/device/fer_edge/config"))
+        sub.client.publish("homeassistant/status", b"online")
+        sub.wait_for(
+            lambda ms: len([m for m in ms if m.topic.endswith("fer_edge/config")]) > before, what="rediscovery"
+        )
+
+        # The connection dies: the broker publishes the Last Will; the client reconnects and
+        # re-publishes online and the retained state.
+        n_expr = len(sub.snapshot("fer/cam1/expression"))
+        proxy.sever()
+        will = sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available" and b"offline" in m.payload])
+        assert will[0].json()["state"] == "offline"
+        sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available"][-1].json()["state"] == "online",
+                     what="online again")  # fmt: skip
+        sub.wait_for(lambda ms: len([m for m in ms if m.topic == "fer/cam1/expression"]) > n_expr, what="republish")
+    finally:
+        pub.stop()
+        proxy.close()
+    last = sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available" and b"stopped" in m.payload])
+    assert last[0].json()["state"] == "stopped"
+    assert sub.snapshot("fer/available")[-1].json()["state"] == "stopped"
+
+
+def test_broker_killed_and_restarted_mid_run(tmp_path: Path, broker: Mosquitto, sub: Subscriber) -> None:
+    """No event lost, order kept: the outbox holds what the dead broker could not take."""
+    proxy = GatedProxy(broker.port)
+    pub = make_publisher(tmp_path, proxy.port)
+    pub.start()
+    try:
+        wait_until(lambda: pub.connected, 10, what="connect")
+        for i in range(40):
+            pub.publish_event(change(i))
+        sub.wait_for(lambda ms: len(event_ids(sub)) == 40, what="first 40")
+        for i in range(40, 50):  # in flight while the broker dies
+            pub.publish_event(change(i))
+        broker.kill()
+        # The test's subscriber must be back before the service, or it would miss what the
+        # service delivers meanwhile; the gate holds the service back until then.
+        proxy.open.clear()
+        proxy.sever()
+        wait_until(lambda: not pub.connected, 10, what="disconnect")
+        for i in range(50, 120):
+            pub.publish_event(change(i))
+            if i % 10 == 0:
+                time.sleep(0.01)
+        assert len(pub.outbox) > 0
+        broker.start()
+        sub.connected.wait(10)
+        wait_until(lambda: sub.connected.is_set(), 10, what="subscriber back")
+        proxy.open.set()
+        for i in range(120, 150):
+            pub.publish_event(change(i))
+        sub.wait_for(lambda ms: len(event_ids(sub)) >= 150, timeout=30, what="all 150 events")
+        assert event_ids(sub) == [f"evt-{i:04d}" for i in range(150)]
+        wait_until(lambda: len(pub.outbox) == 0, 10, what="outbox drained")
+        assert pub.metrics.registry.get_sample_value("fer_events_published_total", {"camera": "cam1"}) >= 150
+        assert pub.metrics.registry.get_sample_value("fer_events_dropped_total") == 0
+    finally:
+        pub.stop()
+        proxy.close()
+
+
+@needs_broker
+def test_outbox_overflow_drops_oldest_then_delivers_in_order(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "late-broker", port=free_port())
+    proxy = GatedProxy(broker.port)
+    proxy.open.clear()
+    pub = make_publisher(tmp_path, proxy.port, max_messages=10)
+    pub.start()
+    sub = None
+    try:
+        for i in range(25):
+            pub.publish_event(change(i))
+        assert len(pub.outbox) == 10
+        assert pub.metrics.registry.get_sample_value("fer_events_dropped_total") == 15
+        assert pub.metrics.registry.get_sample_value("fer_events_queued") == 10
+        assert pub.metrics.registry.get_sample_value("fer_mqtt_connected") == 0
+        broker.start()
+        sub = Subscriber(broker.port)
+        wait_until(lambda: sub.connected.is_set(), 10, what="subscriber")
+        proxy.open.set()
+        sub.wait_for(lambda ms: len(event_ids(sub)) >= 10, timeout=20, what="outbox delivery")
+        assert event_ids(sub) == [f"evt-{i:04d}" for i in range(15, 25)]
+        assert pub.metrics.registry.get_sample_value("fer_mqtt_connected") == 1
+    finally:
+        pub.stop()
+        proxy.close()
+        if sub is not None:
+            sub.close()
+        broker.kill()
