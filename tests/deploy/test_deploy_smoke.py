@@ -1,0 +1,154 @@
+"""The container's command and config, run here: the image's command on config.docker.yaml against the shipped broker.
+
+Only what Docker itself would change is overridden, through the same FER_ variables a user would set: loopback
+addresses and free ports instead of the compose network, temporary directories instead of the volumes, and the demo
+clip instead of /dev/video0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from prometheus_client.parser import text_string_to_metric_families
+
+from service.config import load_settings
+from tests.deploy.helpers import (
+    DOCKER_CONFIG,
+    REPO,
+    SERVICE_DOCKERFILE,
+    compose,
+    dashboard_queries,
+    duration_s,
+    free_port,
+    healthcheck_command,
+    image_command,
+)
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> bytes:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            status, body = _get(url)
+            if status == 200:
+                return body
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered 200:\n{log.read_text()[-4000:]}")
+
+
+def _labels_used(expr: str) -> set[str]:
+    grouped = {label.strip() for group in re.findall(r"\bby \(([^)]*)\)", expr) for label in group.split(",")}
+    matched = set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)\s*\"", expr))
+    return (grouped | matched) - {""}
+
+
+def _availability(broker_port: int, prefix: str) -> tuple[mqtt.Client, queue.Queue[str]]:
+    """A subscriber to the service's availability topic, and the states it receives in order."""
+    states: queue.Queue[str] = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/available", qos=1)
+    client.on_message = lambda _c, _u, msg: states.put(json.loads(msg.payload)["state"])
+    client.connect("127.0.0.1", broker_port)
+    client.loop_start()
+    return client, states
+
+
+def _next_state(states: queue.Queue[str], wanted: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        try:
+            seen.append(states.get(timeout=max(0.1, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+        if seen[-1] == wanted:
+            return
+    raise AssertionError(f"availability never became {wanted!r}; saw {seen}")
+
+
+def test_image_command_serves_the_docker_config(open_broker, tmp_path: Path):
+    settings = load_settings(DOCKER_CONFIG, {})
+    command = image_command(SERVICE_DOCKERFILE)
+    assert command[0] == "python" and command[command.index("--config") + 1] == "/etc/fer-edge/config.yaml"
+    argv = [sys.executable, *command[1:]]
+    argv[argv.index("--config") + 1] = str(DOCKER_CONFIG)
+
+    store = tmp_path / "models"
+    shutil.copytree(REPO / "model_store" / "seed", store)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
+    env |= {
+        "FER_API__HOST": "127.0.0.1",
+        "FER_API__PORT": str(port),
+        "FER_MQTT__HOST": "127.0.0.1",
+        "FER_MQTT__PORT": str(open_broker.port("mqtt")),
+        "FER_STATE_DIR": str(tmp_path / "state"),
+        "FER_MODEL__STORE": str(store),
+        "FER_CAMERAS__0__SOURCE": "demo",
+        "FER_CAMERAS__0__LOOP": "true",
+    }
+    watcher, states = _availability(open_broker.port("mqtt"), settings.mqtt.prefix)
+    log = tmp_path / "service.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_for(f"{base}/healthz", process, log)
+        _wait_for(f"{base}/readyz", process, log)
+        _next_state(states, "online")
+
+        # The image's HEALTHCHECK, pointed at this port, passes against the real service.
+        probe = healthcheck_command()
+        probe = [sys.executable, *(a.replace(f":{settings.api.port}/", f":{port}/") for a in probe[1:])]
+        assert subprocess.run(probe, timeout=30).returncode == 0
+
+        # Every series and label the Grafana dashboard queries is in the real scrape.
+        _, body = _get(f"{base}/metrics")
+        labels: dict[str, set[str]] = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                labels.setdefault(sample.name, set()).update(sample.labels)
+        for title, expr in dashboard_queries():
+            used = set(re.findall(r"\bfer_[a-z_]+\b", expr))
+            assert used <= set(labels), f"{title}: {sorted(used - set(labels))} missing from /metrics"
+            available = set().union(*(labels[name] for name in used))
+            assert _labels_used(expr) <= available, f"{title}: labels {sorted(_labels_used(expr) - available)}"
+
+        # SIGTERM, as `docker stop` sends it: the service says `stopped` and exits within the grace period.
+        grace = duration_s(compose()["services"]["fer-service"]["stop_grace_period"])
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        # uvicorn re-raises the signal once it has shut down; Docker and systemd count both as a clean stop.
+        assert process.wait(timeout=grace) in (0, -signal.SIGTERM), log.read_text()[-4000:]
+        assert time.monotonic() - started < grace
+        _next_state(states, "stopped")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        watcher.disconnect()
+        watcher.loop_stop()
