@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +10,14 @@ import pytest
 
 from service.config import Settings
 from service.config.loader import _deep_merge
-from tests.service.support import Mosquitto, copy_store
+from tests.service.support import HAVE_BROKER, HAVE_MOSQUITTO, Mosquitto, copy_store
 
-HAVE_MOSQUITTO = shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
-# No Python broker is bundled: without mosquitto the broker tests skip rather than fake the broker.
-needs_broker = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto is not installed")
+__all__ = ["HAVE_MOSQUITTO", "needs_broker"]
+
+# Mosquitto when installed; only without it an amqtt broker (dev extra). Neither: the broker tests skip.
+# Tests that need mosquitto itself (password files, TLS) skip on HAVE_MOSQUITTO instead.
+NO_BROKER = "neither mosquitto nor amqtt is installed"
+needs_broker = pytest.mark.skipif(not HAVE_BROKER, reason=NO_BROKER)
 
 
 @pytest.fixture
@@ -25,8 +27,8 @@ def store_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    if not HAVE_MOSQUITTO:
-        pytest.skip("mosquitto is not installed")
+    if not HAVE_BROKER:
+        pytest.skip(NO_BROKER)
     b = Mosquitto(tmp_path / "broker").start()
     try:
         yield b

@@ -1,15 +1,18 @@
-"""Real components for the service tests: a mosquitto broker, a recording subscriber, a gated TCP
-proxy (to decide when the service may reconnect), a uvicorn server in a thread, and clips and
-images built from a real face."""
+"""Real components for the service tests: a mosquitto broker (amqtt where no mosquitto is installed), a
+recording subscriber, a gated TCP proxy (to decide when the service may reconnect), a uvicorn server in a
+thread, and clips and images built from a real face."""
 
 from __future__ import annotations
 
 import contextlib
 import getpass
+import importlib.util
 import json
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,15 +49,55 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 # -- broker ---------------------------------------------------------------------------------------
 
+# TEST_WITHOUT_MOSQUITTO=1 acts as if mosquitto were not installed, to exercise the amqtt fallback
+# (not FER_-prefixed: the service reads FER_* variables as settings).
+HAVE_MOSQUITTO = not os.environ.get("TEST_WITHOUT_MOSQUITTO") and (
+    shutil.which("mosquitto") is not None or Path("/usr/sbin/mosquitto").exists()
+)
+# Only when no mosquitto exists: a Python broker (amqtt, in the dev extra), so `make test` passes on a fresh machine.
+HAVE_AMQTT = importlib.util.find_spec("amqtt") is not None
+HAVE_BROKER = HAVE_MOSQUITTO or HAVE_AMQTT
+
+# Run in a subprocess, so that kill() is still a real crash: argv is the JSON config, then the log file.
+_AMQTT_MAIN = """
+import asyncio, json, logging, sys
+from amqtt.broker import Broker
+logging.basicConfig(filename=sys.argv[2], level=logging.INFO)
+logging.getLogger("transitions").setLevel(logging.WARNING)
+async def main():
+    with open(sys.argv[1]) as f:
+        broker = Broker(json.load(f))
+    await broker.start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
 
 class Mosquitto:
-    """A mosquitto on a free port; kill() is SIGKILL, a crash, not a clean stop."""
+    """A mosquitto on a free port; kill() is SIGKILL, a crash, not a clean stop.
+
+    Where no mosquitto is installed, the same on an amqtt broker: anonymous TCP on 127.0.0.1, nothing kept
+    across a restart. Tests that need mosquitto itself (password files, TLS) check HAVE_MOSQUITTO.
+    """
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen | None = None
+        if not HAVE_MOSQUITTO:
+            self.name = "amqtt"
+            self.conf = workdir / "amqtt.json"
+            self.log = workdir / "amqtt.log"
+            config = {
+                "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+            }
+            self.conf.write_text(json.dumps(config))
+            self.command = [sys.executable, "-c", _AMQTT_MAIN, str(self.conf), str(self.log)]
+            return
+        self.name = "mosquitto"
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
         self.conf.write_text(
@@ -62,20 +105,19 @@ class Mosquitto:
             # As root, mosquitto would switch to the `mosquitto` user, who cannot enter pytest's tmp dirs.
             f"user {getpass.getuser()}\nlog_dest file {self.log}\n"
         )
-        self.process: subprocess.Popen | None = None
+        self.command = [self.binary, "-c", str(self.conf)]
 
     def start(self) -> Mosquitto:
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # A Python interpreter importing amqtt takes longer to come up than mosquitto does.
+        deadline = time.monotonic() + (10 if HAVE_MOSQUITTO else 30)
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log.read_text() if self.log.exists() else ''}")
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text() if self.log.exists() else ''}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return self
             time.sleep(0.02)
-        raise RuntimeError("mosquitto did not start listening")
+        raise RuntimeError(f"{self.name} did not start listening")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -127,6 +169,10 @@ class Subscriber:
         threading.Timer(0.1, self.connected.set).start()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # amqtt 0.12 also hands a connecting client the retained messages matching other clients'
+        # subscriptions; drop what this subscriber never asked for (mosquitto never sends it).
+        if not HAVE_MOSQUITTO and not any(mqtt.topic_matches_sub(t, msg.topic) for t in self._topics):
+            return
         with self._lock:
             self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
