@@ -12,8 +12,6 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from trainer.data import Split
-
 OPSET = 17
 INPUT_NAME = "faces"
 OUTPUT_NAME = "probs"
@@ -51,10 +49,6 @@ def onnx_probs(path: Path, x: np.ndarray, tta: bool = False, batch: int = 256) -
             p = (p + sess.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(xb[..., ::-1])})[0]) / 2
         out.append(p)
     return np.concatenate(out)
-
-
-def onnx_accuracy(path: Path, split: Split, tta: bool) -> float:
-    return float((onnx_probs(path, split.x, tta).argmax(1) == split.y).mean())
 
 
 def export_onnx(model: nn.Module, path: Path, labels: list[str], in_size: int, parity_faces: np.ndarray) -> float:
