@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
 from service.comms.base import Publisher
-from service.comms.payloads import CameraStatus, Event
+from service.comms.payloads import CameraStatus, Event, ExpressionState
 from service.config import CameraConfig, DetectorConfig, TrackingConfig
 from service.metrics import Metrics
 from service.models import LoadedModel, ModelManager
@@ -66,7 +67,7 @@ class CameraPipeline:
         self._last_boxes: list[Box] | None = None
         self.faces_now = 0
         self.current_label: str | None = None
-        self._fps_window: list[float] = []
+        self._fps_window: deque[float] = deque(maxlen=30)
         metrics.init_camera(cam.id)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -171,9 +172,7 @@ class CameraPipeline:
         state = self.engine.expression_state(seen, frame.timestamp)
         t4 = time.perf_counter()
         self._emit(events)
-        if state is not None:
-            self.publisher.set_expression(state)
-            self.current_label = state.label
+        self._publish_expression(state)
         stage = self.metrics.stage_seconds
         stage.labels(cam, "classify").observe(t2 - t1)
         stage.labels(cam, "track").observe(t3 - t2)
@@ -185,7 +184,7 @@ class CameraPipeline:
             self.metrics.faces.labels(cam).inc(len(boxes))
         self.frames += 1
         self.faces_now = len(seen)
-        self._fps_window = [*self._fps_window[-29:], frame.timestamp]
+        self._fps_window.append(frame.timestamp)
         return events
 
     def _emit(self, events: list[Event]) -> None:
@@ -199,10 +198,12 @@ class CameraPipeline:
             seen, ended = self.tracker.update([], np.zeros((0, len(self.engine.labels))), now)
             if ended:
                 self._emit(self.engine.on_frame(seen, ended, now))
-                state = self.engine.expression_state(seen, now)
-                if state is not None:
-                    self.publisher.set_expression(state)
-                    self.current_label = state.label
+                self._publish_expression(self.engine.expression_state(seen, now))
+
+    def _publish_expression(self, state: ExpressionState | None) -> None:
+        if state is not None:
+            self.publisher.set_expression(state)
+            self.current_label = state.label
 
     def _check_status(self, now: float) -> None:
         online, reason = self.capture_status.get()

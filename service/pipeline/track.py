@@ -26,11 +26,8 @@ def iou(a: Box, b: Box) -> float:
 class Track:
     id: int
     box: Box
-    first_seen: float
     last_seen: float
-    probs: np.ndarray = field(repr=False)
-    raw: np.ndarray = field(repr=False)
-    hits: int = 1
+    probs: np.ndarray = field(repr=False)  # smoothed class probabilities
 
     def top(self, labels: list[str]) -> tuple[str, float]:
         i = int(np.argmax(self.probs))
@@ -51,7 +48,6 @@ class IouTracker:
         dt = max(0.0, now - track.last_seen)
         alpha = 1.0 if self.tau_s <= 0 else 1.0 - math.exp(-dt / self.tau_s)
         track.probs = (1.0 - alpha) * track.probs + alpha * probs
-        track.raw = probs
 
     def update(self, boxes: list[Box], probs: np.ndarray, now: float) -> tuple[list[Track], list[Track]]:
         """Match this frame's faces to tracks; returns (tracks seen now, tracks that ended)."""
@@ -77,12 +73,11 @@ class IouTracker:
             self._smooth(track, probs[j], now)
             track.box = boxes[j]
             track.last_seen = now
-            track.hits += 1
             seen.append(track)
         for j, box in enumerate(boxes):
             if j in used_boxes:
                 continue
-            track = Track(self._next_id, box, now, now, probs[j].copy(), probs[j].copy())
+            track = Track(self._next_id, box, now, probs[j].copy())
             self._next_id += 1
             self.tracks[track.id] = track
             seen.append(track)

@@ -115,7 +115,7 @@ def engine(**rules: dict) -> RuleEngine:
 
 
 def track(p: np.ndarray, tid: int = 1) -> Track:
-    return Track(tid, Box(0, 0, 50, 50), 0.0, 0.0, p, p)
+    return Track(tid, Box(0, 0, 50, 50), 0.0, p)
 
 
 def run(eng: RuleEngine, script: list[tuple[float, str, float]]) -> list:
