@@ -20,6 +20,7 @@ LATENCY_BUCKETS = (
 PIPELINE_STAGES = ("detect", "classify", "track", "rules", "total")
 INFER_STAGES = ("read", "decode", "detect", "classify", "total")
 RELOAD_RESULTS = ("swapped", "failed")
+IGNORE_REASONS = ("mask", "outside_zones")
 EVENT_TYPES = ("expression_change", "sustained_negative_affect", "abrupt_change", "camera_fault")
 
 
@@ -44,7 +45,14 @@ class Metrics:
         self.frames_dropped = Counter(
             "fer_frames_dropped_total", "Frames replaced by a newer one before analysis", ["camera"], registry=registry
         )
-        self.faces = Counter("fer_faces_total", "Faces detected", ["camera"], registry=registry)
+        self.faces = Counter(
+            "fer_faces_total", "Faces analysed, summed over frames (after masks and zones)", ["camera"],
+            registry=registry,
+        )
+        self.faces_ignored = Counter(
+            "fer_faces_ignored_total", "Faces dropped before classification, by reason", ["camera", "reason"],
+            registry=registry,
+        )  # fmt: skip
         self.events = Counter(
             "fer_events_total", "Events produced by the pipeline", ["camera", "event_type"], registry=registry
         )
@@ -76,6 +84,8 @@ class Metrics:
         self.frames_processed.labels(camera)
         self.frames_dropped.labels(camera)
         self.faces.labels(camera)
+        for reason in IGNORE_REASONS:
+            self.faces_ignored.labels(camera, reason)
         self.events_published.labels(camera)
         for event_type in EVENT_TYPES:
             self.events.labels(camera, event_type)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
+_ZONES = "the camera's zones the face is in now (Frigate's current_zones); empty without zones"
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -50,6 +51,7 @@ class ExpressionState(Payload):
     faces: int
     timestamp: float
     model_version: int | None
+    current_zones: list[str] = Field(default_factory=list, description=_ZONES)
 
 
 class ExpressionChange(Payload):
@@ -65,6 +67,7 @@ class ExpressionChange(Payload):
     score: float
     timestamp: float
     model_version: int | None
+    current_zones: list[str] = Field(default_factory=list, description=_ZONES)
 
 
 AnomalyType = Literal["sustained_negative_affect", "abrupt_change", "camera_fault"]
@@ -86,6 +89,7 @@ class AnomalyEvent(Payload):
     track_id: int | None = None
     previous_label: str | None = Field(None, description="abrupt_change: the label changed from")
     model_version: int | None
+    current_zones: list[str] = Field(default_factory=list, description=_ZONES)
 
 
 Event = ExpressionChange | AnomalyEvent

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from service.config._base import Strict
 from service.config.rules import RulesConfig
+from service.config.zones import ZONE_NAME_PATTERN, Polygon, ZoneConfig
 
 CAMERA_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
 DEMO_SOURCE = "demo"
@@ -40,7 +44,21 @@ class CameraConfig(Strict):
     loop: bool = Field(False, description="restart a file source at its end instead of treating the end as a loss")
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles up to reconnect_max_s")
     reconnect_max_s: float = Field(30.0, gt=0)
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp",
+        description="RTSP transport; tcp by default, because cameras behind NAT or on Wi-Fi lose UDP packets",
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, le=120, description="a live source that answers no open or read for this long is lost"
+    )
     rules: RulesConfig = Field(default_factory=RulesConfig, description="merged over the top-level rules")
+    masks: list[Polygon] = Field(
+        default_factory=list,
+        description="faces whose box centre falls inside a mask are dropped before classification",
+    )
+    zones: dict[str, ZoneConfig] = Field(
+        default_factory=dict, description="named regions; when set, only faces inside at least one are analysed"
+    )
 
     @field_validator("source")
     @classmethod
@@ -52,6 +70,20 @@ class CameraConfig(Strict):
         if not value.strip():
             raise ValueError("source must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _zones_known(self) -> CameraConfig:
+        for name in self.zones:
+            if not re.match(ZONE_NAME_PATTERN, name):
+                raise ValueError(f"zones.{name}: a zone name is [a-zA-Z0-9_-] (it appears in MQTT payloads)")
+        scopes = [("rules", self.rules)] + [(f"zones.{n}.rules", z.rules) for n, z in self.zones.items() if z.rules]
+        for where, rules in scopes:
+            for key, names in rules.zone_references().items():
+                unknown = sorted(set(names) - set(self.zones))
+                if unknown:
+                    known = ", ".join(self.zones) or "none"
+                    raise ValueError(f"{where}.{key}: unknown zone(s) {unknown} (this camera's zones: {known})")
+        return self
 
     @property
     def is_demo(self) -> bool:

@@ -81,7 +81,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> tuple[dict[st
 
 
 def _merge_camera_rules(data: dict[str, Any]) -> dict[str, Any]:
-    """Each camera's `rules` overrides the top-level ones key by key."""
+    """Each camera's `rules` overrides the top-level ones key by key, and each zone's the camera's."""
     defaults = data.get("rules") or {}
     cameras = data.get("cameras")
     if not isinstance(defaults, dict) or not isinstance(cameras, list):
@@ -91,6 +91,11 @@ def _merge_camera_rules(data: dict[str, Any]) -> dict[str, Any]:
             own = cam.get("rules") or {}
             if isinstance(own, dict):
                 cam["rules"] = _deep_merge(defaults, own)
+            zones = cam.get("zones")
+            if isinstance(zones, dict) and isinstance(cam.get("rules", {}), dict):
+                for zone in zones.values():
+                    if isinstance(zone, dict) and isinstance(zone.get("rules"), dict):
+                        zone["rules"] = _deep_merge(cam.get("rules") or {}, zone["rules"])
     return data
 
 

@@ -6,6 +6,9 @@ from pydantic import Field, model_validator
 
 from service.config._base import Strict
 
+# Frigate's name for the same idea (review alerts, recordings): the rule looks only at faces in these zones.
+_REQUIRED_ZONES = "only faces in at least one of these zones of the camera count; empty: every face"
+
 
 class SustainedNegativeRule(Strict):
     enabled: bool = True
@@ -18,6 +21,7 @@ class SustainedNegativeRule(Strict):
     min_duration_s: float = Field(3.0, ge=0, description="how long the sum must stay above threshold")
     clear_s: float = Field(1.0, ge=0, description="how long it must stay below before the event ends")
     update_delta: float = Field(0.1, gt=0, le=1, description="top score rise that sends an `update`")
+    required_zones: list[str] = Field(default_factory=list, description=_REQUIRED_ZONES)
 
 
 class AbruptChangeRule(Strict):
@@ -27,6 +31,7 @@ class AbruptChangeRule(Strict):
     window_s: float = Field(1.5, gt=0, description="the change must happen within this many seconds")
     min_score: float = Field(0.5, gt=0, le=1, description="smoothed probability of the new label")
     hold_s: float = Field(2.0, ge=0, description="the event ends this long after the new label stops holding")
+    required_zones: list[str] = Field(default_factory=list, description=_REQUIRED_ZONES)
 
     @model_validator(mode="after")
     def _disjoint(self) -> AbruptChangeRule:
@@ -45,3 +50,10 @@ class RulesConfig(Strict):
     sustained_negative: SustainedNegativeRule = Field(default_factory=SustainedNegativeRule)
     abrupt_change: AbruptChangeRule = Field(default_factory=AbruptChangeRule)
     camera_fault: CameraFaultRule = Field(default_factory=CameraFaultRule)
+
+    def zone_references(self) -> dict[str, list[str]]:
+        """The zones each rule names, by dotted key."""
+        return {
+            "sustained_negative.required_zones": self.sustained_negative.required_zones,
+            "abrupt_change.required_zones": self.abrupt_change.required_zones,
+        }

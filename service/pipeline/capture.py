@@ -3,16 +3,22 @@
 The capture thread never waits for the analyser. It puts each frame into a one-slot mailbox; a
 frame replaced before it was read is counted as dropped when the analyser was busy (inference is
 behind) and as skipped when it was idle on purpose (the camera is faster than the target fps).
+
+Live sources get an open and a read timeout, so a camera that stops answering is reported instead of
+blocking its thread for ever, and RTSP gets the transport its camera config asks for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -20,6 +26,9 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+_FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+
+Transport = Literal["tcp", "udp"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +99,50 @@ def is_live_url(source: int | str) -> bool:
     return isinstance(source, str) and source.lower().startswith(_URL_SCHEMES)
 
 
-def open_source(source: int | str, timeout_ms: int = 5000) -> cv2.VideoCapture:
+class _FfmpegOptions:
+    """OpenCV takes FFmpeg's capture options from one process-wide variable, read as each open starts.
+
+    Opens that need the same options run together; one that needs other options waits until those in
+    flight are done, so with every camera on the same transport (the usual case) no open ever waits
+    for another. Options the user exported themselves come first; ours are appended and win.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._user = os.environ.get(_FFMPEG_OPTIONS, "")
+        self._value: str | None = None
+        self._users = 0
+
+    @contextlib.contextmanager
+    def set(self, options: str) -> Iterator[None]:
+        value = f"{self._user}|{options}" if self._user else options
+        with self._cond:
+            while self._users and self._value != value:
+                self._cond.wait()
+            if self._value != value:
+                os.environ[_FFMPEG_OPTIONS] = value
+                self._value = value
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                self._cond.notify_all()
+
+
+_ffmpeg_options = _FfmpegOptions()
+
+
+def open_source(source: int | str, timeout_s: float = 5.0, transport: Transport = "tcp") -> cv2.VideoCapture:
     if isinstance(source, int):
         return cv2.VideoCapture(source)
     if is_live_url(source):
         # Without these a dead RTSP server blocks read() forever and no fault is ever reported.
+        timeout_ms = max(1, round(timeout_s * 1000))
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+        with _ffmpeg_options.set(f"rtsp_transport;{transport}"):
+            return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
     return cv2.VideoCapture(source)
 
 
@@ -110,6 +156,8 @@ def run_capture(
     backoff_min_s: float = 0.5,
     backoff_max_s: float = 30.0,
     fallback_fps: float = 15.0,
+    timeout_s: float = 5.0,
+    transport: Transport = "tcp",
     on_replaced: Callable[[str], None] | None = None,
 ) -> None:
     """Read frames until ``stop`` is set; every dependency is passed in (Frigate's capture shape)."""
@@ -117,11 +165,11 @@ def run_capture(
     delay = backoff_min_s
     seq = 0
     while not stop.is_set():
-        cap = None if is_file and not Path(source).is_file() else open_source(source)
+        cap = None if is_file and not Path(source).is_file() else open_source(source, timeout_s, transport)
         try:
             if cap is None or not cap.isOpened():
                 status.set(False, "open_failed")
-                logger.warning("camera source %s cannot be opened; retrying in %.1f s", _safe(source), delay)
+                logger.warning("camera source %s cannot be opened; retrying in %.1f s", redact(source), delay)
             else:
                 got_any = _read_until_lost(cap, is_file, loop, mailbox, status, stop, fallback_fps, on_replaced, seq)
                 seq += got_any
@@ -129,9 +177,9 @@ def run_capture(
                     delay = backoff_min_s
                 if not stop.is_set():
                     status.set(False, "stream_lost")
-                    logger.warning("camera source %s lost; reconnecting in %.1f s", _safe(source), delay)
+                    logger.warning("camera source %s lost; reconnecting in %.1f s", redact(source), delay)
         except Exception:
-            logger.exception("capture of %s failed; reconnecting", _safe(source))
+            logger.exception("capture of %s failed; reconnecting", redact(source))
             status.set(False, "stream_lost")
         finally:
             if cap is not None:
@@ -184,10 +232,14 @@ def _read_until_lost(
     return count
 
 
-def _safe(source: int | str) -> str:
-    """A source for the log without credentials (rtsp://user:pass@host)."""
+def redact(source: int | str) -> str:
+    """A source fit for a log line or an API answer: rtsp://user:pass@host/x becomes rtsp://***@host/x."""
     text = str(source)
-    if "@" in text and "://" in text:
-        scheme, rest = text.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return text
+    if "://" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    authority, sep, path = rest.partition("/")
+    if "@" not in authority:
+        return text
+    # rpartition: a password may itself contain '@'.
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{sep}{path}"

@@ -2,10 +2,14 @@
 
 Nothing here reads a clock, touches metrics or publishes; the runner passes ``now`` in and sends
 what comes out, which is what lets the tests script a sequence and check the exact lifecycle.
+
+A face in a zone with its own rules is judged by that zone's rules (the first such zone in config
+order when it is in several), any other face by the camera's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -38,12 +42,35 @@ class _TrackState:
     last_from_time: float | None = None
     last_from_label: str | None = None
     open: dict[str, _Open] = field(default_factory=dict)
+    zones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _RuleSet:
+    """One scope's rules with their labels resolved against the served model."""
+
+    rules: RulesConfig
+    neg: list[int]
+    from_labels: set[str]
+    to_labels: set[str]
+
+
+def _in_scope(required: list[str], zones: tuple[str, ...]) -> bool:
+    return not required or any(z in required for z in zones)
 
 
 class RuleEngine:
-    def __init__(self, camera: str, rules: RulesConfig, tracking: TrackingConfig, labels: list[str]) -> None:
+    def __init__(
+        self,
+        camera: str,
+        rules: RulesConfig,
+        tracking: TrackingConfig,
+        labels: list[str],
+        zone_rules: Mapping[str, RulesConfig] | None = None,
+    ) -> None:
         self.camera = camera
         self.rules = rules
+        self.zone_rules = dict(zone_rules or {})
         self.dwell_s = tracking.min_dwell_s
         self.model_version: int | None = None
         self._tracks: dict[int, _TrackState] = {}
@@ -55,24 +82,41 @@ class RuleEngine:
         """Resolve rule labels by name against the served model (a new version may reorder them)."""
         self.labels = list(labels)
         index = {name: i for i, name in enumerate(self.labels)}
-        self._neg = [index[n] for n in self.rules.sustained_negative.labels if n in index]
-        self._from = {n for n in self.rules.abrupt_change.from_labels if n in index}
-        self._to = {n for n in self.rules.abrupt_change.to_labels if n in index}
+
+        def resolve(r: RulesConfig) -> _RuleSet:
+            return _RuleSet(
+                r,
+                [index[n] for n in r.sustained_negative.labels if n in index],
+                {n for n in r.abrupt_change.from_labels if n in index},
+                {n for n in r.abrupt_change.to_labels if n in index},
+            )
+
+        self._camera_set = resolve(self.rules)
+        self._zone_sets = {zone: resolve(r) for zone, r in self.zone_rules.items()}
+
+    def _rules_for(self, zones: tuple[str, ...]) -> _RuleSet:
+        return next((self._zone_sets[z] for z in zones if z in self._zone_sets), self._camera_set)
 
     def unknown_labels(self) -> list[str]:
-        r = self.rules
-        named = [*r.sustained_negative.labels, *r.abrupt_change.from_labels, *r.abrupt_change.to_labels]
-        return sorted({n for n in named if n not in self.labels})
+        named: set[str] = set()
+        for r in [self.rules, *self.zone_rules.values()]:
+            named |= {*r.sustained_negative.labels, *r.abrupt_change.from_labels, *r.abrupt_change.to_labels}
+        return sorted(n for n in named if n not in self.labels)
 
     # -- anomalies -------------------------------------------------------------------------------
 
     def _new(self, event_type: AnomalyType, label: str, score: float, start: float, track_id: int | None,
-             previous_label: str | None = None) -> tuple[_Open, AnomalyEvent]:  # fmt: skip
+             previous_label: str | None = None, zones: tuple[str, ...] = ()) -> tuple[_Open, AnomalyEvent]:  # fmt: skip
         o = _Open(new_event_id(start), event_type, label, start, score, track_id, previous_label, score)
-        return o, self._anomaly(o, "new", score)
+        return o, self._anomaly(o, "new", score, zones=zones)
 
     def _anomaly(
-        self, o: _Open, kind: Literal["new", "update", "end"], score: float, end_time: float | None = None
+        self,
+        o: _Open,
+        kind: Literal["new", "update", "end"],
+        score: float,
+        end_time: float | None = None,
+        zones: tuple[str, ...] = (),
     ) -> AnomalyEvent:
         return AnomalyEvent(
             type=kind,
@@ -87,21 +131,25 @@ class RuleEngine:
             track_id=o.track_id,
             previous_label=o.previous_label,
             model_version=self.model_version,
+            current_zones=list(zones),
         )
 
     def _sustained(self, t: Track, st: _TrackState, now: float, out: list[Event]) -> None:
-        rule = self.rules.sustained_negative
-        if not rule.enabled or not self._neg:
+        rs = self._rules_for(st.zones)
+        rule = rs.rules.sustained_negative
+        if not rule.enabled or not rs.neg:
             return
-        score = float(sum(t.probs[i] for i in self._neg))
-        label = self.labels[max(self._neg, key=lambda i: t.probs[i])]
+        # A face outside the rule's zones counts as not negative, so an open event clears as it leaves.
+        score = float(sum(t.probs[i] for i in rs.neg)) if _in_scope(rule.required_zones, st.zones) else 0.0
+        label = self.labels[max(rs.neg, key=lambda i: t.probs[i])]
         o = st.open.get("sustained_negative_affect")
         if score >= rule.threshold:
             if st.negative_since is None:
                 st.negative_since = now
             if o is None:
                 if now - st.negative_since >= rule.min_duration_s:
-                    o, ev = self._new("sustained_negative_affect", label, score, st.negative_since, t.id)
+                    o, ev = self._new("sustained_negative_affect", label, score, st.negative_since, t.id,
+                                      zones=st.zones)  # fmt: skip
                     st.open[o.event_type] = o
                     out.append(ev)
                 return
@@ -109,7 +157,7 @@ class RuleEngine:
             o.last_score = score
             if score >= o.top_score + rule.update_delta:
                 o.top_score, o.label = score, label
-                out.append(self._anomaly(o, "update", score))
+                out.append(self._anomaly(o, "update", score, zones=st.zones))
             return
         st.negative_since = None
         if o is not None:
@@ -118,19 +166,21 @@ class RuleEngine:
                 o.clear_since = now
             if now - o.clear_since >= rule.clear_s:
                 del st.open[o.event_type]
-                out.append(self._anomaly(o, "end", score, now))
+                out.append(self._anomaly(o, "end", score, now, st.zones))
 
     def _abrupt(self, t: Track, st: _TrackState, label: str, prob: float, now: float, out: list[Event]) -> None:
-        rule = self.rules.abrupt_change
-        if not rule.enabled or not self._from or not self._to:
+        rs = self._rules_for(st.zones)
+        rule = rs.rules.abrupt_change
+        if not rule.enabled or not rs.from_labels or not rs.to_labels:
             return
         o = st.open.get("abrupt_change")
-        if label in self._from:
+        in_scope = _in_scope(rule.required_zones, st.zones)
+        if in_scope and label in rs.from_labels:
             st.last_from_time, st.last_from_label = now, label
-        holds = label in self._to and prob >= rule.min_score
+        holds = in_scope and label in rs.to_labels and prob >= rule.min_score
         if o is None:
             if holds and st.last_from_time is not None and now - st.last_from_time <= rule.window_s:
-                o, ev = self._new("abrupt_change", label, prob, now, t.id, st.last_from_label)
+                o, ev = self._new("abrupt_change", label, prob, now, t.id, st.last_from_label, st.zones)
                 st.open[o.event_type] = o
                 st.last_from_time = None
                 out.append(ev)
@@ -145,7 +195,7 @@ class RuleEngine:
             o.clear_since = now
         if now - o.clear_since >= rule.hold_s:
             del st.open[o.event_type]
-            out.append(self._anomaly(o, "end", prob, now))
+            out.append(self._anomaly(o, "end", prob, now, st.zones))
 
     def camera_status(self, online: bool, reason: str | None, now: float) -> list[Event]:
         """Open a camera_fault when the camera goes offline, end it when frames come back."""
@@ -179,14 +229,19 @@ class RuleEngine:
                     score=round(prob, 4),
                     timestamp=now,
                     model_version=self.model_version,
+                    current_zones=list(st.zones),
                 )
             )
             st.label, st.candidate = label, None
 
-    def on_frame(self, seen: list[Track], ended: list[Track], now: float) -> list[Event]:
+    def on_frame(
+        self, seen: list[Track], ended: list[Track], now: float, zones: Mapping[int, tuple[str, ...]] | None = None
+    ) -> list[Event]:
+        """``zones``: the zones each seen track's face is in now, by track id (none without zones)."""
         out: list[Event] = []
         for t in seen:
             st = self._tracks.setdefault(t.id, _TrackState())
+            st.zones = zones.get(t.id, ()) if zones else ()
             label, prob = t.top(self.labels)
             self._expression(t, st, label, prob, now, out)
             self._sustained(t, st, now, out)
@@ -199,7 +254,7 @@ class RuleEngine:
         st = self._tracks.pop(track_id, None)
         if st is None:
             return []
-        return [self._anomaly(o, "end", o.last_score, now) for o in st.open.values()]
+        return [self._anomaly(o, "end", o.last_score, now, st.zones) for o in st.open.values()]
 
     def close(self, now: float) -> list[Event]:
         """End every open anomaly (shutdown), so no dashboard is left with a dangling event."""
@@ -214,13 +269,16 @@ class RuleEngine:
     def expression_state(self, seen: list[Track], now: float) -> ExpressionState | None:
         """The retained state, returned only when its label or the face it follows changed."""
         published = [(t, self._tracks[t.id].label) for t in seen if t.id in self._tracks and self._tracks[t.id].label]
+        zones: list[str] = []
         if published:
             track, label = max(published, key=lambda p: p[0].box.area)
             score: float | None = round(float(track.probs[self.labels.index(label)]), 4)
             track_id: int | None = track.id
+            zones = list(self._tracks[track.id].zones)
         else:
             label, score, track_id = None, None, None
-        if self._state is not None and self._state.label == label and self._state.track_id == track_id:
+        s = self._state
+        if s is not None and (s.label, s.track_id, s.current_zones) == (label, track_id, zones):
             return None
         self._state = ExpressionState(
             camera=self.camera,
@@ -230,5 +288,6 @@ class RuleEngine:
             faces=len(seen),
             timestamp=now,
             model_version=self.model_version,
+            current_zones=zones,
         )
         return self._state

@@ -1,7 +1,7 @@
 """One camera's pipeline. The only stage that touches metrics and the publisher.
 
-Data flows one way: capture thread -> mailbox -> this worker (detect, classify, track, rules) ->
-publisher. Frames live in memory only while they are analysed.
+Data flows one way: capture thread -> mailbox -> this worker (detect, masks and zones, classify,
+track, rules) -> publisher. Frames live in memory only while they are analysed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from service.pipeline.classify import classify
 from service.pipeline.detect import Box, detect_scaled, make_detector
 from service.pipeline.rules import RuleEngine
 from service.pipeline.track import IouTracker
+from service.pipeline.zones import ZoneFilter
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,9 @@ class CameraPipeline:
         self.detector = make_detector(detector)
         self.tracker = IouTracker(tracking.iou_threshold, tracking.max_age_s, tracking.smoothing_tau_s)
         model = models.require()
-        self.engine = RuleEngine(cam.id, cam.rules, tracking, model.labels)
+        self.zone_filter = ZoneFilter(cam.masks, cam.zones)
+        zone_rules = {name: z.rules for name, z in cam.zones.items() if z.rules is not None}
+        self.engine = RuleEngine(cam.id, cam.rules, tracking, model.labels, zone_rules)
         self._model_version = model.version
         self.engine.model_version = model.version
         unknown = self.engine.unknown_labels()
@@ -82,6 +85,8 @@ class CameraPipeline:
                 "backoff_min_s": self._reconnect[0],
                 "backoff_max_s": self._reconnect[1],
                 "fallback_fps": self.cam.fps,
+                "timeout_s": self.cam.timeout_s,
+                "transport": self.cam.transport,
                 "on_replaced": self._on_replaced,
             },
             daemon=True,
@@ -158,7 +163,14 @@ class CameraPipeline:
         if self.frames % det.interval == 0 or self._last_boxes is None:
             # Faces move little between frames: reusing the last boxes on the frames between is
             # the cheapest way to cut the detector, which dominates the cost of a frame.
-            boxes = detect_scaled(self.detector, frame.image, det.width, det.height)
+            found = detect_scaled(self.detector, frame.image, det.width, det.height)
+            # Masked faces and faces outside every zone go no further: no classification, no track.
+            placed = self.zone_filter.place(found, frame.image.shape[1], frame.image.shape[0])
+            if placed.masked:
+                self.metrics.faces_ignored.labels(cam, "mask").inc(placed.masked)
+            if placed.outside_zones:
+                self.metrics.faces_ignored.labels(cam, "outside_zones").inc(placed.outside_zones)
+            boxes = placed.boxes
             self._last_boxes = boxes
             self.metrics.stage_seconds.labels(cam, "detect").observe(time.perf_counter() - t0)
         else:
@@ -167,14 +179,20 @@ class CameraPipeline:
         probs = classify(frame.image, boxes, model) if boxes else np.zeros((0, len(model.labels)), np.float32)
         t2 = time.perf_counter()
         seen, ended = self.tracker.update(boxes, probs, frame.timestamp)
+        zones = None
+        if self.zone_filter.zones:
+            h, w = frame.image.shape[:2]
+            zones = {t.id: self.zone_filter.zones_of(t.box, w, h) for t in seen}
         t3 = time.perf_counter()
-        events = self.engine.on_frame(seen, ended, frame.timestamp)
+        events = self.engine.on_frame(seen, ended, frame.timestamp, zones)
         state = self.engine.expression_state(seen, frame.timestamp)
         t4 = time.perf_counter()
         self._emit(events)
         self._publish_expression(state)
         stage = self.metrics.stage_seconds
-        stage.labels(cam, "classify").observe(t2 - t1)
+        if boxes:
+            # Per frame that had faces to classify, as detect is per detector run.
+            stage.labels(cam, "classify").observe(t2 - t1)
         stage.labels(cam, "track").observe(t3 - t2)
         stage.labels(cam, "rules").observe(t4 - t3)
         stage.labels(cam, "total").observe(time.perf_counter() - t0)
