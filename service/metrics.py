@@ -46,7 +46,9 @@ class Metrics:
             "fer_frames_dropped_total", "Frames replaced by a newer one before analysis", ["camera"], registry=registry
         )
         self.faces = Counter(
-            "fer_faces_total", "Faces analysed, summed over frames (after masks and zones)", ["camera"],
+            "fer_faces_total",
+            "Faces analysed, summed over frames (after masks and zones)",
+            ["camera"],
             registry=registry,
         )
         self.faces_ignored = Counter(
