@@ -2,13 +2,13 @@
 serving clips as H.264 at 15 fps. Run by Debian's /usr/bin/python3, which has the GObject bindings;
 it imports nothing of ours.
 
-    /usr/bin/python3 rtsp_server.py --port 8554 --mount cam=/tmp/clip.avi \
-        --mount door=/tmp/clip.avi:tcp --mount office=/tmp/clip.avi:udp:user:secret
+    /usr/bin/python3 rtsp_server.py --port 8554 --mount cam=/tmp/clip.avi --mount door=/tmp/clip.avi:udp
+    /usr/bin/python3 rtsp_server.py --port 8555 --mount cam=/tmp/clip.avi --auth user:secret
 
-Each ``--mount NAME=CLIP[:PROTOCOLS[:USER:PASSWORD]]`` serves CLIP at rtsp://127.0.0.1:PORT/NAME;
-PROTOCOLS is ``any``, ``tcp`` or ``udp`` (what the server accepts, so a test can tell which transport
-a client really used); with USER:PASSWORD the mount asks for HTTP Basic credentials. "ready" on
-stdout says the port is bound.
+Each ``--mount NAME=CLIP[:PROTOCOLS]`` serves CLIP at rtsp://127.0.0.1:PORT/NAME; PROTOCOLS is
+``any``, ``tcp`` or ``udp``: what the server accepts, so a test can tell which transport a client
+really used. With ``--auth USER:PASSWORD`` every mount asks for HTTP Basic credentials (401 first,
+as cameras do). "ready" on stdout says the port is bound.
 """
 
 import argparse
@@ -41,41 +41,36 @@ def main() -> None:
     ap.add_argument("--fps", type=int, default=15)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--auth", help="USER:PASSWORD required on every mount")
     args = ap.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    auth = GstRtspServer.RTSPAuth()
-    # Without a default token, a client without credentials gets no permissions on protected mounts.
-    guest = GstRtspServer.RTSPToken()
-    guest.set_string("media.factory.role", "guest")
-    auth.set_default_token(guest)
+    role = None
+    if args.auth:
+        user, password = args.auth.split(":", 1)
+        role = "viewer"
+        token = GstRtspServer.RTSPToken()
+        token.set_string("media.factory.role", role)
+        # No default token: a client without credentials is answered 401 and asked for them.
+        auth = GstRtspServer.RTSPAuth()
+        auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        server.set_auth(auth)
     mounts = server.get_mount_points()
     for spec in args.mount:
         name, rest = spec.split("=", 1)
-        clip, _, options = rest.partition(":")
-        protocols, _, credentials = options.partition(":")
+        clip, _, protocols = rest.partition(":")
         factory = GstRtspServer.RTSPMediaFactory()
         factory.set_launch(LAUNCH.format(clip=clip, fps=args.fps, width=args.width, height=args.height))
         factory.set_shared(True)
         factory.set_protocols(PROTOCOLS[protocols or "any"])
-        if credentials:
-            user, password = credentials.split(":", 1)
-            token = GstRtspServer.RTSPToken()
-            token.set_string("media.factory.role", user)
-            auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+        if role:
             perms = GstRtspServer.RTSPPermissions()
-            perms.add_permission_for_role(user, "media.factory.access", True)
-            perms.add_permission_for_role(user, "media.factory.construct", True)
-            factory.set_permissions(perms)
-        else:
-            perms = GstRtspServer.RTSPPermissions()
-            perms.add_permission_for_role("guest", "media.factory.access", True)
-            perms.add_permission_for_role("guest", "media.factory.construct", True)
+            perms.add_permission_for_role(role, "media.factory.access", True)
+            perms.add_permission_for_role(role, "media.factory.construct", True)
             factory.set_permissions(perms)
         mounts.add_factory(f"/{name}", factory)
-    server.set_auth(auth)
     if server.attach(None) == 0:
         sys.exit(f"cannot bind 127.0.0.1:{args.port}")
     loop = GLib.MainLoop()
