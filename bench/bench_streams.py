@@ -1,12 +1,20 @@
 """Camera streams: sustained fps per camera and p95 frame-to-event latency for 1 and 4 cameras of
-640×480, with the time per stage.
+640×480, with the time per stage, decoding included.
 
 Each camera plays a 640×480 clip of a real face (in view 85% of the time, drifting) at 15 fps through
 the real pipeline: OpenCV capture, the Haar detector, onnxruntime, tracker, rules, and an MQTT
 publisher whose events land in the real SQLite outbox (no broker, so no network in the figures).
 Frame-to-event latency is capture time to the frame's events being in the outbox.
 
-    .venv/bin/python bench/bench_streams.py --cameras 1 4 --duration 20
+With ``--source rtsp`` the cameras are what gateways really read: GStreamer's RTSP server (Debian's
+packages, see tests/service/rtsp.py) serves one mount per camera, H.264 640×480 at 15 fps, and the
+service reads them over RTSP/TCP. The server encodes on the same cores, so its CPU use is printed.
+Before the pipelines run, the same sources are read alone for a few seconds to measure the decode
+CPU time per frame (FFmpeg's H.264 decode for RTSP, MJPEG for the file), which the pipeline's
+stages do not include.
+
+    .venv/bin/python bench/bench_streams.py --source rtsp --cameras 1 2 3 4 --duration 20
+    .venv/bin/python bench/bench_streams.py --cameras 1 4 --duration 20              # MJPEG files
     .venv/bin/python bench/bench_streams.py --cameras 4 --interval 2     # detector on every 2nd frame
 """
 
@@ -14,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,8 +42,9 @@ from service.config import CameraConfig, DetectorConfig, ModelConfig, MqttConfig
 from service.demo import Segment, shipped_face, write_clip
 from service.metrics import PIPELINE_STAGES, Metrics
 from service.models import ModelManager
-from service.pipeline.capture import Frame
+from service.pipeline.capture import Frame, open_source
 from service.pipeline.runner import CameraPipeline
+from tests.service.rtsp import RtspServer, rtsp_server_missing  # the same RTSP camera as the tests
 
 
 class TimedPipeline(CameraPipeline):
@@ -55,7 +66,56 @@ class TimedPipeline(CameraPipeline):
         return events
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def decode_cost(sources: list[str], seconds: float) -> tuple[float, float]:
+    """Read every source at once, doing nothing else: (CPU ms per decoded frame, frames/s per source)."""
+    counts = [0] * len(sources)
+    stop = threading.Event()
+
+    def read(i: int) -> None:
+        cap = open_source(sources[i])
+        while not stop.is_set():
+            ok, _ = cap.read()
+            if not ok:
+                break
+            counts[i] += 1
+        cap.release()
+
+    threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(sources))]
+    for t in threads:
+        t.start()
+    time.sleep(3.0)  # past the RTSP open and FFmpeg's probing
+    frames0, cpu0, t0 = sum(counts), cpu_seconds(), time.monotonic()
+    time.sleep(seconds)
+    frames, cpu, elapsed = sum(counts) - frames0, cpu_seconds() - cpu0, time.monotonic() - t0
+    stop.set()
+    for t in threads:
+        t.join(10)
+    return (cpu / frames * 1000 if frames else float("nan")), frames / elapsed / len(sources)
+
+
 def run(n: int, clip: Path, args: argparse.Namespace, workdir: Path) -> None:
+    server = None
+    if args.source == "rtsp":
+        server = RtspServer(workdir, {f"cam{i}": (clip, "any") for i in range(n)}).start()
+        sources = [server.url(f"cam{i}") for i in range(n)]
+    else:
+        sources = [str(clip)] * n
+    try:
+        run_sources(n, sources, server, args, workdir)
+    finally:
+        if server is not None:
+            server.kill()
+
+
+def run_sources(n: int, sources: list[str], server: RtspServer | None, args: argparse.Namespace,
+                workdir: Path) -> None:  # fmt: skip
+    # For a file, OpenCV reads as fast as it decodes; an RTSP camera sends at its own 15 fps.
+    decode_ms, decode_fps = decode_cost(sources, args.decode_seconds)
     registry = CollectorRegistry()
     ids = [f"cam{i}" for i in range(n)]
     metrics = Metrics(registry, ids)
@@ -69,12 +129,12 @@ def run(n: int, clip: Path, args: argparse.Namespace, workdir: Path) -> None:
     # A short dwell so that expression events (the events measured) are frequent.
     tracking = TrackingConfig(min_dwell_s=0.2, smoothing_tau_s=0.2)
     pipelines = []
-    for cam_id in ids:
+    for cam_id, source in zip(ids, sources, strict=True):
         cam = CameraConfig.model_validate(
-            {"id": cam_id, "source": str(clip), "loop": True, "fps": args.fps,
+            {"id": cam_id, "source": source, "loop": True, "fps": args.fps,
              "detect": {"width": 320, "height": 240, "interval": args.interval}}
         )  # fmt: skip
-        p = TimedPipeline(cam, str(clip), detector=detector, tracking=tracking, models=models,
+        p = TimedPipeline(cam, source, detector=detector, tracking=tracking, models=models,
                           publisher=publisher, metrics=metrics)  # fmt: skip
         pipelines.append(p)
     for p in pipelines:
@@ -88,9 +148,11 @@ def run(n: int, clip: Path, args: argparse.Namespace, workdir: Path) -> None:
                for s in PIPELINE_STAGES}  # fmt: skip
     for p in pipelines:
         p.recording = True
+    server_cpu0 = server.cpu_seconds() if server else 0.0
     t0 = time.monotonic()
     time.sleep(args.duration)
     elapsed = time.monotonic() - t0
+    server_share = (server.cpu_seconds() - server_cpu0) / elapsed if server else 0.0
     for p in pipelines:
         p.recording = False
     fps = [(p.frames - f0) / elapsed for p, f0 in zip(pipelines, start_frames, strict=True)]
@@ -105,8 +167,9 @@ def run(n: int, clip: Path, args: argparse.Namespace, workdir: Path) -> None:
         p.stop(timeout=5)
     lat = [x * 1000 for p in pipelines for x in p.latencies]
     ev_lat = [x * 1000 for p in pipelines for x in p.event_latencies]
+    source = "RTSP H.264 (GStreamer server, TCP)" if server else "MJPEG file"
     print(
-        f"{n} camera(s), model v{model.version}, clip {args.fps:g} fps 640x480, detect 320x240 every "
+        f"{n} camera(s) from {source}, model v{model.version}, {args.fps:g} fps 640x480, detect 320x240 every "
         f"{args.interval} frame(s), {elapsed:.0f} s:"
     )
     print(f"  fps per camera: {', '.join(f'{x:.1f}' for x in fps)} (target {args.fps:g}); "
@@ -115,13 +178,18 @@ def run(n: int, clip: Path, args: argparse.Namespace, workdir: Path) -> None:
           f"(all {len(lat)} frames); p95 {percentile(ev_lat, 95):.1f} over the {len(ev_lat)} frames that "
           f"emitted events")  # fmt: skip
     detail = ", ".join(f"{s} {v:.2f}" for s, v in stage_ms.items())
-    print(f"  mean ms per analysed frame: {detail} (detect is per detector run)")
+    print(f"  mean ms per analysed frame: decode {decode_ms:.2f} (CPU, read alone at {decode_fps:.1f} fps per "
+          f"source), {detail} (detect is per detector run, classify per frame with faces)")  # fmt: skip
+    if server:
+        print(f"  the RTSP server's H.264 encoding used {server_share * 100:.0f}% of one core meanwhile")
     publisher.outbox.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", choices=("file", "rtsp"), default="file", help="MJPEG files or RTSP H.264")
     ap.add_argument("--cameras", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--decode-seconds", type=float, default=5.0, help="the decode-only phase")
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--fps", type=float, default=15.0)
@@ -133,6 +201,8 @@ def main() -> None:
     if args.cv_threads is not None:
         cv2.setNumThreads(args.cv_threads)
     logging.basicConfig(level=logging.WARNING)
+    if args.source == "rtsp" and (why := rtsp_server_missing()):
+        sys.exit(f"--source rtsp: {why}")
     with tempfile.TemporaryDirectory() as tmp:
         # The face comes and goes, so every appearance is a new track with an expression event.
         script = [
@@ -141,6 +211,10 @@ def main() -> None:
             Segment(2.0, x=0.7, x_end=0.4, flip=True),
             Segment(0.7, face=False),
         ]
+        if args.source == "rtsp":
+            # A shared RTSP media drops its clients when the clip ends: make it outlast the run.
+            needed = args.decode_seconds + 3 + args.warmup + args.duration + 15
+            script *= int(needed // sum(seg.seconds for seg in script)) + 1
         clip = write_clip(Path(tmp) / "bench.avi", shipped_face(), script, fps=args.fps)
         for n in args.cameras:
             run(n, clip, args, Path(tmp))

@@ -2,7 +2,8 @@
 Debian's /usr/bin/python3, on a free port, stopped by pid.
 
 The server's packages are Debian's (.ci/run installs them). Where they are missing the RTSP tests
-skip, unless FEREDGE_REQUIRE_RTSP=1 (set by .ci/run), where they fail instead.
+skip, unless FEREDGE_REQUIRE_RTSP=1 (set by .ci/run), where they fail instead. Standard library only,
+so that bench/bench_streams.py can serve its cameras with it too.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
-
-import pytest
-
-from service.demo import Segment, write_clip
-from tests.service.support import face_crop, free_port
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -43,6 +40,8 @@ def rtsp_server_missing() -> str | None:
 
 
 def require_rtsp_server() -> None:
+    import pytest
+
     why = rtsp_server_missing()
     if why is None:
         return
@@ -51,10 +50,10 @@ def require_rtsp_server() -> None:
     pytest.skip(why)
 
 
-def face_clip(path: Path, seconds: float) -> Path:
-    """A real face in view the whole time (a shared RTSP media drops its clients when the clip ends,
-    so a test that wants a steady stream needs a clip longer than itself)."""
-    return write_clip(path, face_crop(), [Segment(seconds, x=0.5, size=220)], fps=10)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class RtspServer:
@@ -63,7 +62,7 @@ class RtspServer:
     def __init__(
         self, workdir: Path, mounts: dict[str, tuple[Path, str]], port: int | None = None, auth: str | None = None
     ) -> None:
-        self.port = port or free_port()
+        self.port = port or _free_port()
         self.mounts = mounts
         self.auth = auth
         self.log = workdir / f"rtsp-{self.port}.log"
@@ -86,6 +85,12 @@ class RtspServer:
             self.kill()
             raise RuntimeError(f"the RTSP server did not start: {self.log.read_text()[-2000:]}")
         return self
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the server has used (it encodes H.264 on the same cores)."""
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def kill(self) -> None:
         """SIGKILL by pid: the camera dies without a goodbye, as a power cut would."""

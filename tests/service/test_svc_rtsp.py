@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.rtsp import RtspServer, face_clip, require_rtsp_server
-from tests.service.support import Mosquitto, Subscriber, free_port, wait_until
+from service.demo import Segment, write_clip
+from tests.service.rtsp import RtspServer, require_rtsp_server
+from tests.service.support import Mosquitto, Subscriber, face_crop, free_port, wait_until
 from tests.service.test_svc_e2e import Service, service_config
 from tests.service.test_svc_e2e import services as services  # the fixture: killed after the test
 
@@ -22,8 +23,9 @@ from tests.service.test_svc_e2e import services as services  # the fixture: kill
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_rtsp_server()
-    # Longer than any stretch a test streams without a reconnect: the shared media drops its clients at the end.
-    return face_clip(tmp_path_factory.mktemp("rtsp") / "face.avi", 90.0)
+    # A real face in view the whole time, longer than any stretch a test streams without a reconnect:
+    # the shared media drops its clients when the clip ends.
+    return write_clip(tmp_path_factory.mktemp("rtsp") / "face.avi", face_crop(), [Segment(90.0, size=220)], fps=10)
 
 
 @pytest.fixture
