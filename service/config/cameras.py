@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_serializer, field_validator, model_validator
 
 from service.config._base import Strict
 from service.config.rules import RulesConfig
@@ -13,6 +13,19 @@ from service.config.zones import ZONE_NAME_PATTERN, Polygon, ZoneConfig
 
 CAMERA_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
 DEMO_SOURCE = "demo"
+
+
+def redact(source: int | str) -> str:
+    """A source fit for a log line or any output: rtsp://user:pass@host/x becomes rtsp://***@host/x."""
+    text = str(source)
+    if "://" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    authority, sep, path = rest.partition("/")
+    if "@" not in authority:
+        return text
+    # rpartition: a password may itself contain '@'.
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{sep}{path}"
 
 
 class DetectSize(Strict):
@@ -70,6 +83,11 @@ class CameraConfig(Strict):
         if not value.strip():
             raise ValueError("source must not be empty")
         return value
+
+    @field_serializer("source", when_used="json")
+    def _source_without_credentials(self, value: int | str) -> int | str:
+        # JSON is what leaves the process (`check` prints it); the runtime reads the field itself.
+        return value if isinstance(value, int) else redact(value)
 
     @model_validator(mode="after")
     def _zones_known(self) -> CameraConfig:

@@ -23,6 +23,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from service.config.cameras import redact
+
 logger = logging.getLogger(__name__)
 
 _URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
@@ -230,16 +232,3 @@ def _read_until_lost(
             elif wait > 0 and stop.wait(wait):
                 break
     return count
-
-
-def redact(source: int | str) -> str:
-    """A source fit for a log line or an API answer: rtsp://user:pass@host/x becomes rtsp://***@host/x."""
-    text = str(source)
-    if "://" not in text:
-        return text
-    scheme, rest = text.split("://", 1)
-    authority, sep, path = rest.partition("/")
-    if "@" not in authority:
-        return text
-    # rpartition: a password may itself contain '@'.
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{sep}{path}"

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.__main__ import main
+from service.config.cameras import redact
 from service.demo import Segment, write_clip
 from tests.service.rtsp import RtspServer, require_rtsp_server
 from tests.service.support import Mosquitto, Subscriber, face_crop, free_port, wait_until
@@ -195,3 +197,13 @@ def test_rtsp_transport_is_the_one_configured_and_dead_cameras_fail_in_bounded_t
     finally:
         silent.close()
         sub.close()
+
+
+def test_check_prints_camera_sources_without_credentials(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "c.yaml"
+    url = "rtsp://admin:Sup3r-s3cret@cam.local:554/h264?ch=1"
+    path.write_text(f"cameras: [{{id: a, source: '{url}'}}, {{id: b, source: 0}}]\n")
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Sup3r-s3cret" not in out and "rtsp://***@cam.local:554/h264?ch=1" in out
+    assert redact("rtsp://u:p@ss@h/x") == "rtsp://***@h/x" and redact("rtsp://h/a@b") == "rtsp://h/a@b"
