@@ -7,6 +7,7 @@ from model_store.manifest import (
     Lineage,
     Manifest,
     Metrics,
+    OutputSpec,
     RoundMetrics,
     Variant,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "Manifest",
     "Metrics",
     "ModelStore",
+    "OutputSpec",
     "RoundMetrics",
     "StoreError",
     "Variant",

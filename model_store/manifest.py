@@ -20,6 +20,7 @@ class _Strict(BaseModel):
 
 
 class InputSpec(_Strict):
+    name: str = Field("faces", description="the graph's input tensor, as export named it")
     shape: list[int | None] = Field(description="NCHW; None marks the dynamic batch axis")
     dtype: Literal["uint8", "float32"] = "uint8"
     colour: Literal["gray", "bgr", "rgb"] = "gray"
@@ -39,6 +40,11 @@ class InputSpec(_Strict):
         return int(self.shape[3] or 0)
 
 
+class OutputSpec(_Strict):
+    name: str = Field("probs", description="the graph's output tensor, as export named it")
+    kind: Literal["probabilities"] = Field("probabilities", description="softmax over `labels`, in their order")
+
+
 class Lineage(_Strict):
     dataset: str
     round: int
@@ -46,11 +52,12 @@ class Lineage(_Strict):
     seed: int
     code_version: str
     config: dict = Field(default_factory=dict)
+    device: str | None = Field(None, description="what trained it: cpu, cuda (and the GPU's name)")
 
 
 class RoundMetrics(_Strict):
     round: int
-    kind: Literal["ce", "kd", "control"]
+    kind: Literal["teacher", "ce", "kd", "control"]
     epochs: int
     val_accuracy: float
     val_accuracy_tta: float
@@ -86,6 +93,10 @@ class Manifest(_Strict):
     version: int | None = Field(default=None, description="set by the store at publish time")
     labels: list[str] = Field(min_length=2, description="class names in output order")
     input: InputSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    crop_policy: Literal["square_margin"] = Field(
+        "square_margin", description="how a face box becomes the model's input (model_store.crop)"
+    )
     crop_margin: float = Field(
         ge=0.0, le=1.0, description="fraction of the face box added on each side before resizing"
     )

@@ -26,6 +26,12 @@ class EANConfig(_Strict):
     depths: list[int] = Field([1, 3, 2], description="EAN blocks in each stage")
     strides: list[int] = Field([2, 2, 1], description="stride of each stage's first block")
     width_mult: float = Field(1.0, gt=0, description="scales stem and widths (wider teachers)")
+    eca: Literal["every_block", "stage_end", "head"] = Field(
+        "every_block",
+        description="where the ECA gates sit: every block (v1); the last block of each stage, the last stage's "
+        "on the pooled features; or only on the pooled features",
+    )
+    eca_from_stage: int = Field(0, ge=0, description="with eca=stage_end, the first stage (0-based) with a gate")
     dropout: float = Field(0.2, ge=0, lt=1, description="before the classifier")
     num_classes: int = Field(7, ge=2, description="outputs; the labels come from the data loader")
 
@@ -54,30 +60,47 @@ class RoundConfig(_Strict):
     lr: float = Field(gt=0, description="peak learning rate of the round's one-cycle SGD schedule")
 
 
+class StoreTeacherConfig(_Strict):
+    """A published version as round 0's teacher (run under onnxruntime, never trained again)."""
+
+    store: str = Field(description="model store root")
+    name: str = Field("ean", description="model name in the store")
+    version: int | str = Field("stable", description="a version number or an alias")
+    tta: bool = Field(True, description="average the teacher's predictions on the view and its mirror")
+
+
 class TrainConfig(_Strict):
     """Everything `python -m trainer fit` needs besides the data and store paths."""
 
     model_name: str = Field("ean", description="name of the model in the store")
-    student: EANConfig = Field(EANConfig(), description="the EAN student's architecture")
-    teacher_width_mult: float = Field(
-        1.0, gt=0, description=">1 trains a wider EAN teacher in round 0 whose soft labels teach round 1"
+    student: EANConfig = Field(EANConfig(), description="the EAN student's architecture (what is shipped)")
+    teacher: EANConfig | None = Field(
+        None, description="round 0's architecture (a wider EAN); none: round 0 trains the student itself"
+    )
+    teacher_store: StoreTeacherConfig | None = Field(
+        None, description="round 0 is this published version instead of a training (exclusive with teacher)"
     )
     round0: RoundConfig = Field(RoundConfig(epochs=40, lr=0.1), description="round 0: cross-entropy")
     rounds: int = Field(3, ge=0, description="teacher-student rounds after round 0")
     round_k: RoundConfig = Field(RoundConfig(epochs=20, lr=0.03), description="each T-S round")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="round k's peak LR is round_k.lr * lr_decay^(k-1)")
+    init: Literal["transfer", "scratch"] = Field(
+        "transfer",
+        description="a round's student starts from the previous student's weights and optimizer (transfer) "
+        "or afresh (scratch, as Born-Again Networks)",
+    )
+    teacher_set: Literal["previous", "ensemble"] = Field(
+        "previous", description="round k's soft labels: the previous round's model, or round 0 and every student so far"
+    )
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft labels")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label (KD) term")
-    soft_label_momentum: float = Field(
-        0.5, ge=0, le=1, description="new soft labels = m * previous + (1 - m) * teacher's"
-    )
     ferplus_weight: float = Field(
         0.0, ge=0, le=1, description="share of FER+ crowd votes mixed into the soft labels"
     )
     augment: AugmentConfig = Field(AugmentConfig(), description="training augmentation (plus random flips)")
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="on the hard-label cross-entropy")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="on the hard-label cross-entropy")
     batch_size: int = Field(128, ge=1, description="faces per SGD step")
-    weight_decay: float = Field(2e-4, ge=0, description="on weights, not on BN parameters or biases")
-    tta: bool = Field(True, description="horizontal-flip test-time augmentation at evaluation")
+    weight_decay: float = Field(5e-4, ge=0, description="on weights, not on BN parameters or biases")
     crop_margin: float = Field(
         0.2, ge=0, le=1, description="face-box margin the training crops correspond to (to manifest)"
     )
@@ -86,6 +109,12 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes a GPU when torch sees one")
     quantize: bool = Field(True, description="also publish an INT8 variant if it passes max_int8_drop")
     max_int8_drop: float = Field(0.005, ge=0, description="largest val accuracy loss of the INT8 variant")
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> TrainConfig:
+        if self.teacher is not None and self.teacher_store is not None:
+            raise ValueError("set teacher (train one) or teacher_store (use a published one), not both")
+        return self
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> TrainConfig:

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from model_store import crop
+
 # The canonical output order: FER2013's. It reaches the service through the manifest only.
 LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -129,7 +131,8 @@ def _load_folders(root: Path, size: int) -> Split:
             if img is None:
                 raise DataError(f"{img_path}: not a readable image")
             if img.shape != (size, size):
-                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+                # An image in a folder is a face crop: squared the way the service squares a face box.
+                img = crop.square_margin(img, (0, 0, img.shape[1], img.shape[0]), 0.0, (size, size))
             xs.append(img)
             ys.append(label)
     if not ys:

@@ -26,19 +26,25 @@ class ECA(nn.Module):
         k = kernel_size or eca_kernel_size(channels)
         self.conv = nn.Conv1d(1, 1, k, padding=k // 2, bias=False)
 
+    def pooled_gate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The (N, C) gate from (N, C) globally pooled features."""
+        return torch.sigmoid(self.conv(pooled.unsqueeze(1)).squeeze(1))
+
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        y = x.mean(dim=(2, 3))  # (N, C)
-        y = self.conv(y.unsqueeze(1)).squeeze(1)
-        return torch.sigmoid(y)[:, :, None, None]
+        return self.pooled_gate(x.mean(dim=(2, 3)))[:, :, None, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
 
 
 class EANBlock(nn.Module):
-    """Depthwise 3×3 → BN → act, pointwise 1×1 → BN → act, then ECA; residual when shapes match."""
+    """Depthwise 3×3 → BN → act, pointwise 1×1 → BN → act, then ECA; residual when shapes match.
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+    ``attention=False`` leaves ECA out: on a CPU each gate costs a layout reorder, a pooling and a
+    broadcast multiply whatever the resolution, so it is placed where it pays (see EANConfig.eca).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, attention: bool = True) -> None:
         super().__init__()
         self.dw = nn.Sequential(
             nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
@@ -48,7 +54,7 @@ class EANBlock(nn.Module):
         self.pw = nn.Sequential(
             nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
         )
-        self.eca = ECA(c_out)
+        self.eca = ECA(c_out) if attention else nn.Identity()
         self.residual = stride == 1 and c_in == c_out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

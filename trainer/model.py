@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from trainer.config import EANConfig
-from trainer.layers import EANBlock
+from trainer.layers import ECA, EANBlock
 
 # Pixel statistics the graph normalises with; written to the manifest, never repeated elsewhere.
 PIXEL_MEAN = 0.5
@@ -31,13 +31,20 @@ class EAN(nn.Module):
         )
         blocks: list[nn.Module] = []
         c_in = stem
-        for width, depth, stride in zip(cfg.widths, cfg.depths, cfg.strides, strict=True):
+        last_stage = len(cfg.widths) - 1
+        for i, (width, depth, stride) in enumerate(zip(cfg.widths, cfg.depths, cfg.strides, strict=True)):
             c_out = _scaled(width, cfg.width_mult)
             for j in range(depth):
-                blocks.append(EANBlock(c_in, c_out, stride=stride if j == 0 else 1))
+                attention = cfg.eca == "every_block" or (
+                    cfg.eca == "stage_end" and j == depth - 1 and cfg.eca_from_stage <= i < last_stage
+                )
+                blocks.append(EANBlock(c_in, c_out, stride=stride if j == 0 else 1, attention=attention))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.num_features = c_in
+        # The last stage's attention acts on the pooled features: a per-channel gate commutes with
+        # global pooling, so on (N, C) it costs nothing next to a gate on a feature map.
+        self.head_eca = ECA(c_in) if cfg.eca != "every_block" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(c_in, cfg.num_classes)
         self.register_buffer("_scale", torch.tensor(1.0 / (255.0 * PIXEL_STD)), persistent=False)
@@ -49,7 +56,10 @@ class EAN(nn.Module):
         return self.blocks(self.stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x.mean(dim=(2, 3)))
+        x = x.mean(dim=(2, 3))
+        if self.head_eca is not None:
+            x = x * self.head_eca.pooled_gate(x)
+        x = self.drop(x)
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

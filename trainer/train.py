@@ -1,16 +1,24 @@
-"""Iterative teacher-student training: round 0 on hard labels, then rounds of distillation.
+"""Iterative teacher-student training: a teacher on hard labels, then rounds of distillation.
 
-Each round's student starts from its teacher's weights (transfer) and learns from soft labels
-that are refined round after round by averaging the new teacher's with the previous ones.
+Round 0 trains the teacher on cross-entropy: a wider EAN when ``teacher`` is set, else the student
+itself (the paper's same-size recipe). Each later round trains a student on the hard labels plus
+soft labels that its teachers compute online, on the very augmented batch the student sees, so a
+target always describes the image it is paired with. With ``init: transfer`` a round's student
+starts from the previous round's student, optimizer state included; with ``teacher_set: ensemble``
+the soft labels of round k average the round-0 teacher and every student before k, which is how
+the labels are refined round after round.
+
+A control run (``control``) trains each round again from the very same starting point, with the
+same epochs, schedule, shuffling and augmentation, on cross-entropy alone: the only difference
+left is the teacher, which is what a gain must be measured against.
 """
 
 from __future__ import annotations
 
-import copy
+import json
 import math
 import random
 import time
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from trainer.config import AugmentConfig, EANConfig, RoundConfig, TrainConfig
+from trainer.config import AugmentConfig, EANConfig, TrainConfig
 from trainer.data import Split
 from trainer.distill import kd_loss, soft_labels
 from trainer.model import EAN
+from trainer.teacher import StoreTeacher
 
 
 def seed_everything(seed: int) -> None:
@@ -86,20 +95,13 @@ def _logits(model: nn.Module, x: np.ndarray, device: torch.device, flip: bool = 
     return torch.cat(out)
 
 
-def predict_logits(model: nn.Module, x: np.ndarray, device: torch.device, tta: bool) -> torch.Tensor:
-    """Logits for uint8 faces (N, S, S); with ``tta`` the mean of the face's and its mirror's."""
-    logits = _logits(model, x, device)
-    return (logits + _logits(model, x, device, flip=True)) / 2 if tta else logits
-
-
 @dataclass
 class Evaluation:
-    accuracy: float
-    accuracy_tta: float  # equals accuracy when flip TTA was not asked for
+    accuracy: float  # one pass, as the service runs the model
+    accuracy_tta: float  # with the mirror's logits averaged in: a reference, never served
 
 
-def evaluate(model: nn.Module, split: Split, device: torch.device, tta: bool) -> Evaluation:
-    """Val accuracy, and with ``tta`` also with the mirror's logits averaged in."""
+def evaluate(model: nn.Module, split: Split, device: torch.device, tta: bool = True) -> Evaluation:
     y = torch.from_numpy(split.y)
     logits = _logits(model, split.x, device)
     plain = float((logits.argmax(1) == y).float().mean())
@@ -112,46 +114,66 @@ def evaluate(model: nn.Module, split: Split, device: torch.device, tta: bool) ->
 @dataclass
 class RoundResult:
     round: int
-    kind: str  # "ce", "kd" or "control"
-    model: nn.Module
+    kind: str  # "teacher" or "ce" (round 0), "kd", or "control"
+    model: EAN | StoreTeacher
     epochs: int
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val accuracy
     evaluation: Evaluation | None = None
     wall_time_s: float = 0.0
 
-    def score(self, tta: bool) -> float:
+    def as_dict(self) -> dict:
         assert self.evaluation is not None
-        return self.evaluation.accuracy_tta if tta else self.evaluation.accuracy
+        return {
+            "round": self.round, "kind": self.kind, "epochs": self.epochs, "wall_time_s": round(self.wall_time_s, 1),
+            "val_accuracy": self.evaluation.accuracy, "val_accuracy_tta": self.evaluation.accuracy_tta,
+            "arch": self.model.cfg.model_dump() if isinstance(self.model, EAN) else None,
+            "store_version": self.model.version if isinstance(self.model, StoreTeacher) else None,
+            "history": self.history,
+        }
+
+
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=cfg.round0.lr, momentum=0.9, nesterov=True,
+    )
+
+
+def _teacher_probs(teachers: list[nn.Module | StoreTeacher], xb: torch.Tensor, temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        logits = torch.stack([t(xb) for t in teachers]).mean(0)
+    return soft_labels(logits.float(), temperature)
 
 
 def train_round(
-    model: nn.Module,
+    model: EAN,
+    opt: torch.optim.Optimizer,
+    peak_lr: float,
+    epochs: int,
     train: Split,
     val: Split,
-    rc: RoundConfig,
     cfg: TrainConfig,
     device: torch.device,
-    soft: torch.Tensor | None,
+    teachers: list[nn.Module | StoreTeacher],
+    round_seed: int,
     desc: str,
 ) -> list[dict]:
-    round_seed = cfg.seed * 1000 + zlib.crc32(desc.encode()) % 1000
+    """One round on ``opt`` (whose momentum carries over between rounds of one student)."""
+    torch.manual_seed(round_seed)  # dropout draws from the global generator: same draws in a round's control
     gen = torch.Generator(device=device).manual_seed(round_seed)
     cpu_gen = torch.Generator().manual_seed(round_seed)
     x_all = torch.from_numpy(train.x)[:, None]
     y_all = torch.from_numpy(train.y)
+    votes = torch.from_numpy(train.votes) if train.votes is not None and cfg.ferplus_weight > 0 else None
     steps = math.ceil(len(train) / cfg.batch_size)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.ndim > 1 else no_decay).append(p)
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=rc.lr,
-        momentum=0.9,
-        nesterov=True,
-    )
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=rc.lr, total_steps=rc.epochs * steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak_lr, total_steps=epochs * steps, pct_start=0.15)
+    for t in teachers:
+        t.eval()
     history = []
-    bar = tqdm(range(rc.epochs), desc=desc, unit="epoch", dynamic_ncols=True)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True)
     for epoch in bar:
         model.train()
         order = torch.randperm(len(train), generator=cpu_gen)
@@ -162,98 +184,155 @@ def train_round(
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_all[idx].to(device)
-            sb = soft[idx].to(device) if soft is not None else None
-            loss = kd_loss(model(xb), sb, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
+            soft = _teacher_probs(teachers, xb, cfg.temperature) if teachers else None
+            if soft is not None and votes is not None:
+                vb = votes[idx].to(device)
+                has = vb.sum(1, keepdim=True) > 0
+                soft = torch.where(has, (1 - cfg.ferplus_weight) * soft + cfg.ferplus_weight * vb, soft)
+            loss = kd_loss(model(xb), soft, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        last = epoch == rc.epochs - 1
-        # Plain val accuracy every epoch for the learning curve; the flip-TTA figure once, at the end.
-        ev = evaluate(model, val, device, tta=cfg.tta and last)
+        ev = evaluate(model, val, device, tta=False)
         history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": ev.accuracy})
         bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{ev.accuracy:.4f}")
     return history
 
 
-def _new_model(arch: EANConfig, device: torch.device) -> EAN:
+def new_model(arch: EANConfig, device: torch.device) -> EAN:
     model = EAN(arch).to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
 
 
-def _teacher_soft_labels(teacher: nn.Module, train: Split, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
-    return soft_labels(predict_logits(teacher, train.x, device, tta=True), cfg.temperature)
+def save_checkpoint(path: Path, model: EAN, opt: torch.optim.Optimizer | None = None) -> None:
+    """nanoGPT style: the architecture travels with the weights (and the optimizer, for transfer)."""
+    ckpt = {"arch": model.cfg.model_dump(), "state_dict": model.state_dict()}
+    if opt is not None:
+        ckpt["optimizer"] = opt.state_dict()
+    torch.save(ckpt, path)
 
 
-def save_checkpoint(path: Path, model: EAN) -> None:
-    """nanoGPT style: the architecture travels with the weights."""
-    torch.save({"arch": model.cfg.model_dump(), "state_dict": model.state_dict()}, path)
-
-
-def load_checkpoint(path: Path, device: torch.device) -> EAN:
+def load_checkpoint(path: Path, device: torch.device) -> tuple[EAN, dict | None]:
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = _new_model(EANConfig.model_validate(ckpt["arch"]), device)
+    model = new_model(EANConfig.model_validate(ckpt["arch"]), device)
     model.load_state_dict(ckpt["state_dict"])
-    return model
+    return model, ckpt.get("optimizer")
 
 
-def fit(
-    train: Split,
-    val: Split,
-    cfg: TrainConfig,
-    control: bool = False,
-    out: Path | None = None,
-    round0: Path | None = None,
-) -> list[RoundResult]:
-    """Round 0 plus ``cfg.rounds`` T-S rounds. ``control`` trains the same rounds on CE alone.
+def _round_seed(cfg: TrainConfig, rnd: int) -> int:
+    return cfg.seed * 1000 + rnd
 
-    ``out`` receives a checkpoint per round; ``round0`` reuses a saved round-0 checkpoint, so a
-    control run continues from exactly the model the T-S rounds started from.
+
+def _previous(cfg: TrainConfig, rnd: int, run: Path) -> Path | None:
+    """The checkpoint round ``rnd``'s student transfers from; None when it starts afresh."""
+    other_teacher = cfg.teacher is not None or cfg.teacher_store is not None
+    if cfg.init == "scratch" or (rnd == 1 and other_teacher):  # another architecture cannot be copied
+        return None
+    return run / f"round{rnd - 1}.pt"
+
+
+def _start(cfg: TrainConfig, rnd: int, run: Path, device: torch.device) -> tuple[EAN, torch.optim.SGD]:
+    """Round ``rnd``'s student and optimizer: transferred from ``run``'s previous round or freshly seeded.
+
+    The T-S run and its control both start here, so each round's pair starts identically.
+    """
+    previous = _previous(cfg, rnd, run)
+    if previous is not None:
+        if not previous.exists():
+            raise FileNotFoundError(f"{previous} is missing: round {rnd} starts from it")
+        model, opt_state = load_checkpoint(previous, device)
+        opt = _optimizer(model, cfg)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        return model, opt
+    torch.manual_seed(_round_seed(cfg, rnd))
+    model = new_model(cfg.student, device)
+    return model, _optimizer(model, cfg)
+
+
+def round_lr(cfg: TrainConfig, rnd: int) -> float:
+    return cfg.round0.lr if rnd == 0 else cfg.round_k.lr * cfg.lr_decay ** (rnd - 1)
+
+
+def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int] | None = None) -> list[RoundResult]:
+    """Round 0 plus ``cfg.rounds`` T-S rounds; ``out`` receives ``round<k>.pt`` and ``rounds.json``.
+
+    ``rounds`` trains only those rounds, taking earlier ones from ``out`` (a resumed run).
     """
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    info = {"device": device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    (out / "run.json").write_text(json.dumps(info, indent=1))
+    wanted = set(rounds) if rounds is not None else set(range(cfg.rounds + 1))
     results: list[RoundResult] = []
+    log = out / "rounds.json"
+    done = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() and rounds is not None else {}
 
-    def run(kind: str, rnd: int, model: EAN, rc: RoundConfig, soft: torch.Tensor | None, desc: str) -> RoundResult:
+    def finish(result: RoundResult, opt: torch.optim.Optimizer | None) -> None:
+        result.evaluation = evaluate(result.model, val, device)
+        if isinstance(result.model, EAN):  # a store teacher stays in its store
+            save_checkpoint(out / f"round{result.round}.pt", result.model, opt)
+        results.append(result)
+        summary = {r["round"]: r for r in [*done.values(), *(x.as_dict() for x in results)]}
+        log.write_text(json.dumps([summary[k] for k in sorted(summary)], indent=1))
+        tqdm.write(f"round {result.round} ({result.kind}): val {result.evaluation.accuracy:.4f} "
+                   f"(flip TTA {result.evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
+
+    for rnd in range(cfg.rounds + 1):
+        if rnd == 0 and cfg.teacher_store is not None:
+            t0 = time.perf_counter()
+            teacher = StoreTeacher(cfg.teacher_store)
+            finish(RoundResult(0, "teacher", teacher, 0, wall_time_s=time.perf_counter() - t0), None)
+            continue
+        if rnd not in wanted:
+            model, _ = load_checkpoint(out / f"round{rnd}.pt", device)
+            kind = done.get(rnd, {}).get("kind", "kd")
+            results.append(RoundResult(rnd, kind, model, 0, [], evaluate(model, val, device, tta=False)))
+            continue
         t0 = time.perf_counter()
-        history = train_round(model, train, val, rc, cfg, device, soft, desc)
-        ev = evaluate(model, val, device, tta=cfg.tta)
-        result = RoundResult(rnd, kind, model, rc.epochs, history, ev, time.perf_counter() - t0)
-        tqdm.write(f"{desc}: val {ev.accuracy:.4f}, with flip TTA {ev.accuracy_tta:.4f}")
-        if out is not None:
-            wide = model.cfg.width_mult != cfg.student.width_mult
-            save_checkpoint(out / f"round{rnd}{'-teacher' if wide else ''}.pt", model)
-        return result
-
-    if round0 is not None:
-        student = load_checkpoint(round0, device)
-        ev = evaluate(student, val, device, tta=cfg.tta)
-        results.append(RoundResult(0, "ce", student, 0, [], ev, 0.0))
-    else:
-        student = _new_model(cfg.student, device)
-        results.append(run("ce", 0, student, cfg.round0, None, "round 0 (CE)"))
-    teacher = student
-    if cfg.teacher_width_mult != 1.0 and not control:
-        wide = cfg.student.model_copy(update={"width_mult": cfg.teacher_width_mult})
-        wide_model = _new_model(wide, device)
-        t = run("ce", 0, wide_model, cfg.round0, None, f"round 0 teacher (x{cfg.teacher_width_mult:g})")
-        tqdm.write(f"wide teacher val {t.score(cfg.tta):.4f}")
-        teacher = wide_model
-    soft: torch.Tensor | None = None
-    for rnd in range(1, cfg.rounds + 1):
-        if not control:
-            new = _teacher_soft_labels(teacher, train, device, cfg)
-            soft = new if soft is None else cfg.soft_label_momentum * soft + (1 - cfg.soft_label_momentum) * new
-            if cfg.ferplus_weight > 0 and train.votes is not None:
-                has = torch.from_numpy(train.votes.sum(1) > 0)[:, None]
-                mixed = (1 - cfg.ferplus_weight) * soft + cfg.ferplus_weight * torch.from_numpy(train.votes)
-                soft = torch.where(has, mixed, soft)
-        student = copy.deepcopy(results[-1].model)  # transfer: the student starts as its teacher
-        kind = "control" if control else "kd"
-        results.append(run(kind, rnd, student, cfg.round_k, soft, f"round {rnd} ({kind.upper()})"))
-        teacher = student
+        if rnd == 0:
+            arch = cfg.teacher or cfg.student
+            torch.manual_seed(_round_seed(cfg, 0))
+            model = new_model(arch, device)
+            opt = _optimizer(model, cfg)
+            kind, teachers = ("teacher" if cfg.teacher else "ce"), []
+        else:
+            model, opt = _start(cfg, rnd, out, device)
+            kind = "kd"
+            teachers = [r.model for r in results] if cfg.teacher_set == "ensemble" else [results[-1].model]
+        epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
+        history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
+                              _round_seed(cfg, rnd), f"round {rnd} ({kind})")
+        finish(RoundResult(rnd, kind, model, epochs, history, wall_time_s=time.perf_counter() - t0), opt)
     return results
+
+
+def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path, rounds: list[int]) -> list[dict]:
+    """Each T-S round again on cross-entropy alone, from the same start (``ts_run``'s checkpoints)."""
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    log = out / "control.json"
+    done = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() else {}
+    for rnd in rounds:
+        if rnd < 1:
+            raise ValueError("round 0 is cross-entropy already: controls start at round 1")
+        t0 = time.perf_counter()
+        model, opt = _start(cfg, rnd, ts_run, device)
+        history = train_round(model, opt, round_lr(cfg, rnd), cfg.round_k.epochs, train, val, cfg, device, [],
+                              _round_seed(cfg, rnd), f"round {rnd} (control)")
+        result = RoundResult(rnd, "control", model, cfg.round_k.epochs, history, evaluate(model, val, device),
+                             time.perf_counter() - t0)
+        save_checkpoint(out / f"control{rnd}.pt", model)
+        done[rnd] = result.as_dict()
+        log.write_text(json.dumps([done[k] for k in sorted(done)], indent=1))
+        tqdm.write(f"round {rnd} (control): val {result.evaluation.accuracy:.4f}")
+    return [done[k] for k in sorted(done)]
+

@@ -110,13 +110,16 @@ def load_version(
         session = ort.InferenceSession(str(path), _session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
         raise ModelLoadError(f"{name} v{version}: onnxruntime cannot load {model_file}: {exc}") from None
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1:
-        raise ModelLoadError(f"{name} v{version}: expected one input, found {len(inputs)}")
-    output_names = [o.name for o in outputs]
-    output_name = "probs" if "probs" in output_names else output_names[0]
-    if inputs[0].type != _DTYPES[spec.dtype]:
-        raise ModelLoadError(f"{name} v{version}: graph input is {inputs[0].type}, manifest says {spec.dtype}")
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if spec.name not in inputs or len(inputs) != 1:
+        raise ModelLoadError(f"{name} v{version}: the manifest's input {spec.name!r} is not the graph's one input "
+                             f"(graph has {sorted(inputs)})")
+    if manifest.output.name not in outputs:
+        raise ModelLoadError(f"{name} v{version}: the manifest's output {manifest.output.name!r} is not in the graph "
+                             f"(graph has {outputs})")
+    if inputs[spec.name].type != _DTYPES[spec.dtype]:
+        raise ModelLoadError(f"{name} v{version}: graph input is {inputs[spec.name].type}, manifest says {spec.dtype}")
     model = LoadedModel(
         name=name,
         version=version,
@@ -125,8 +128,8 @@ def load_version(
         variant=variant,
         sha256=entry.sha256,
         session=session,
-        input_name=inputs[0].name,
-        output_name=output_name,
+        input_name=spec.name,
+        output_name=manifest.output.name,
         max_batch=max_batch,
         loaded_at=time.time(),
     )

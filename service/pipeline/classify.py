@@ -1,4 +1,4 @@
-"""Crop faces with the manifest's margin, preprocess them as the manifest says, classify in one batch."""
+"""Crop faces with the manifest's crop policy, preprocess them as the manifest says, classify in one batch."""
 
 from __future__ import annotations
 
@@ -7,27 +7,14 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from model_store import crop
 from service.models import LoadedModel
 from service.pipeline.detect import Box
 
 
 def crop_face(image: np.ndarray, box: Box, margin: float, size: tuple[int, int]) -> np.ndarray:
-    """A square crop centred on the box, grown by ``margin`` of its side on each side, resized.
-
-    Parts outside the frame are filled by replicating the border, so a face at the edge keeps its
-    place in the crop instead of being shifted as a clipped crop would.
-    """
-    h, w = image.shape[:2]
-    side = max(box.w, box.h) * (1.0 + 2.0 * margin)
-    cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
-    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
-    x1, y1 = x0 + max(1, round(side)), y0 + max(1, round(side))
-    pad = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
-    crop = image[max(0, y0) : min(h, y1), max(0, x0) : min(w, x1)]
-    if any(pad):
-        crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_REPLICATE)
-    interp = cv2.INTER_AREA if crop.shape[0] > size[1] else cv2.INTER_LINEAR
-    return cv2.resize(crop, size, interpolation=interp)
+    """The manifest's crop policy (``square_margin``, the only one), from the store's contract."""
+    return crop.square_margin(image, (box.x, box.y, box.w, box.h), margin, size)
 
 
 def to_model_colour(image_bgr: np.ndarray, colour: str) -> np.ndarray:
@@ -43,8 +30,9 @@ def prepare_batch(image_bgr: np.ndarray, boxes: Sequence[Box], model: LoadedMode
     width, height = model.input_size
     if not boxes:
         return np.zeros((0, model.channels, height, width), dtype=np.uint8)
-    src = to_model_colour(image_bgr, model.manifest.input.colour)
-    crops = [crop_face(src, b, model.manifest.crop_margin, (width, height)) for b in boxes]
+    m = model.manifest
+    src = to_model_colour(image_bgr, m.input.colour)
+    crops = [crop_face(src, b, m.crop_margin, (width, height)) for b in boxes]
     batch = np.stack(crops)
     if batch.ndim == 3:
         return batch[:, None, :, :]

@@ -20,8 +20,9 @@ from tests.service.support import encode, live_server, one_face_frame, wait_unti
 TOKEN = {"Authorization": "Bearer test-token"}
 
 
-def publish_copy(store: ModelStore, labels: list[str] | None = None, model_bytes: bytes | None = None) -> int:
-    """A new version of the stable model, optionally with other labels or other graph bytes."""
+def publish_copy(store: ModelStore, labels: list[str] | None = None, model_bytes: bytes | None = None,
+                 **manifest_update: object) -> int:
+    """A new version of the stable model, optionally with other labels, graph bytes or manifest fields."""
     base = store.resolve("ean", "stable")
     manifest = store.manifest("ean", base)
     vdir = store.version_dir("ean", base)
@@ -32,7 +33,7 @@ def publish_copy(store: ModelStore, labels: list[str] | None = None, model_bytes
         replacement = vdir.parent / f".test-{time.monotonic_ns()}.onnx"
         replacement.write_bytes(model_bytes)
         files[manifest.model_file] = replacement
-    update = {"version": None, "files": {}}
+    update = {"version": None, "files": {}, **manifest_update}
     if labels is not None:
         update["labels"] = labels
     return store.publish(manifest.model_copy(update=update), files)
@@ -157,3 +158,21 @@ def test_concurrent_infer_during_swaps_all_succeed(
     for _, body in results:
         # One request, one model: the labels always belong to the version the response names.
         assert list(body["faces"][0]["scores"]) == labels[body["model_version"]]
+
+
+def test_a_manifest_naming_tensors_the_graph_lacks_is_refused(
+    make_settings: Callable[..., Settings], store_root: Path, face_jpeg: bytes
+) -> None:
+    """The service feeds and reads the tensors the manifest names; it never guesses them."""
+    store = ModelStore(store_root)
+    old = store.resolve("ean", "stable")
+    m = store.manifest("ean", old)
+    bad_output = publish_copy(store, output=m.output.model_copy(update={"name": "logits"}))
+    bad_input = publish_copy(store, input=m.input.model_copy(update={"name": "image"}))
+    with TestClient(create_app(make_settings())) as client:
+        for n, (bad, text) in enumerate(((bad_output, "output 'logits'"), (bad_input, "input 'image'")), start=1):
+            store.set_alias("ean", "stable", bad)
+            wait_until(lambda n=n: metric(client, 'fer_model_reloads_total{result="failed"}') == n, 10,
+                       what="refusal")
+            assert text in client.get("/models").json()["last_reload"]["error"]
+            assert infer(client, face_jpeg)["model_version"] == old

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 
 from model_store import ModelStore
 from tests.trainer.conftest import TINY_SETS
@@ -33,6 +34,7 @@ def test_fit_export_publish_promote_verify_load(tiny_data: Path, tmp_path: Path)
     assert store.verify("ean", 1) == []
     m = store.manifest("ean", 1)
     assert [r.kind for r in m.metrics.rounds] == ["ce", "kd"]
+    assert not m.metrics.tta  # the manifest's figure is the served graph's
     assert m.input.dtype == "uint8" and m.input.normalization_in_graph
     assert m.metrics.val_accuracy > 0.3  # twice chance: training really happened
     assert set(m.files) >= {"model.onnx", "report.json", "learning_curves.png", "confusion.png"}
@@ -61,16 +63,74 @@ def test_fit_export_publish_promote_verify_load(tiny_data: Path, tmp_path: Path)
     assert store.aliases("ean")["stable"] == 3
 
 
-def test_control_run_continues_from_round0_without_publishing(tiny_data: Path, tmp_path: Path) -> None:
+def test_control_rounds_start_where_their_t_s_rounds_start(tiny_data: Path, tmp_path: Path) -> None:
+    """With alpha = 0 the KD loss is plain CE, so a T-S round and its control must then be the very same
+    run: same start (transferred weights and optimizer), schedule, shuffling and augmentation."""
     sets = [arg for s in TINY_SETS for arg in ("--set", s)]
-    assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "1", "--out", str(tmp_path / "a"),
+    run = tmp_path / "run"
+    assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "2", "--out", str(run),
+                        "--set", "quantize=false", "--set", "alpha=0", *sets]) == 0
+    assert trainer_cli(["control", "--data", str(tiny_data), "--run", str(run)]) == 0
+    ts = json.loads((run / "rounds.json").read_text())
+    control = json.loads((run / "control.json").read_text())
+    assert [r["kind"] for r in ts] == ["ce", "kd", "kd"] and [r["kind"] for r in control] == ["control"] * 2
+    for rnd in (1, 2):
+        a = torch.load(run / f"round{rnd}.pt", weights_only=True)["state_dict"]
+        b = torch.load(run / f"control{rnd}.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), f"round {rnd} and its control diverged"
+    # With the teacher's soft labels back in, round 1 is no longer its control.
+    assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "1", "--out", str(tmp_path / "kd"),
                         "--set", "quantize=false", *sets]) == 0
-    assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "1", "--out", str(tmp_path / "c"), "--control",
-                        "--round0", str(tmp_path / "a" / "round0.pt"), *sets]) == 0
-    a = json.loads((tmp_path / "a" / "report.json").read_text())
-    c = json.loads((tmp_path / "c" / "report.json").read_text())
-    assert c["control"] and [r["kind"] for r in c["rounds"]] == ["ce", "control"]
-    assert c["rounds"][0]["val_accuracy"] == a["rounds"][0]["val_accuracy"]  # the very same round-0 model
+    assert trainer_cli(["control", "--data", str(tiny_data), "--run", str(tmp_path / "kd")]) == 0
+    a = torch.load(tmp_path / "kd" / "round1.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "kd" / "control1.pt", weights_only=True)["state_dict"]
+    assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_wider_teacher_then_students_from_scratch_and_ensemble(tiny_data: Path, tmp_path: Path) -> None:
+    sets = [arg for s in TINY_SETS for arg in ("--set", s)]
+    teacher = ["--set", "teacher={stem: 8, widths: [32, 64], depths: [1, 1], strides: [2, 2]}"]
+    run = tmp_path / "run"
+    assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "2", "--out", str(run), "--set", "quantize=false",
+                        "--set", "teacher_set=ensemble", *sets, *teacher, "--store", str(tmp_path / "store")]) == 0
+    rounds = json.loads((run / "rounds.json").read_text())
+    assert [r["kind"] for r in rounds] == ["teacher", "kd", "kd"]
+    assert rounds[0]["arch"]["widths"] == [32, 64] and rounds[1]["arch"]["widths"] == [16, 32]
+    report = json.loads((run / "report.json").read_text())
+    assert report["rounds"][0]["served_accuracy"] is None  # the teacher is not what the service runs
+    assert report["best_round"] in (1, 2)
+    m = ModelStore(tmp_path / "store").manifest("ean", 1)
+    assert m.lineage.device == "cpu" and m.lineage.config["teacher"]["widths"] == [32, 64]
+    assert not m.metrics.tta and m.metrics.val_accuracy == report["val_accuracy"]
+    assert (m.input.name, m.output.name) == ("faces", "probs") and m.crop_policy == "square_margin"
+    # Round 1's control starts from scratch too (a wider teacher cannot be copied), before round 0 exists.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.yaml").write_text((run / "config.yaml").read_text())
+    assert trainer_cli(["control", "--data", str(tiny_data), "--run", str(fresh), "--only-rounds", "1"]) == 0
+    a = torch.load(run / "round1.pt", weights_only=True)["state_dict"]
+    b = torch.load(fresh / "control1.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_published_version_teaches_the_next(tiny_data: Path, tmp_path: Path) -> None:
+    """Round 0 can be a version from the store: no training, its ONNX graph labels the student's views."""
+    store = tmp_path / "store"
+    assert _fit(tiny_data, tmp_path / "v1", store, "--set", "quantize=false") == 0
+    teacher = f"teacher_store={{store: {store}, name: ean, version: 1}}"
+    assert _fit(tiny_data, tmp_path / "v2", store, "--set", "quantize=false", "--set", teacher,
+                "--force-promote") == 0
+    rounds = json.loads((tmp_path / "v2" / "rounds.json").read_text())
+    assert [(r["kind"], r["epochs"], r["store_version"]) for r in rounds] == [("teacher", 0, 1), ("kd", 2, None)]
+    assert not (tmp_path / "v2" / "round0.pt").exists()  # the teacher stays in its store
+    m = ModelStore(store).manifest("ean", 2)
+    assert m.lineage.teacher_version == 1 and m.lineage.round == 1
+    # A teacher that fails verification is refused before any training, in one line.
+    (ModelStore(store).version_dir("ean", 1) / "model.onnx").write_bytes(b"broken")
+    cmd = [sys.executable, "-m", "trainer", "fit", "--data", str(tiny_data), "--out", str(tmp_path / "x"),
+           "--set", teacher]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: teacher ean v1 failed verification")
 
 
 @pytest.mark.parametrize(

@@ -144,3 +144,19 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
     assert load_config(None, {"round0.epochs": 3}).round0.epochs == 3
+
+
+def test_eca_placement_and_the_pooled_head_gate() -> None:
+    base = {"stem": 8, "widths": [16, 24, 32], "depths": [1, 2, 2], "strides": [1, 2, 2]}
+    every = EAN(EANConfig(**base))
+    assert sum(isinstance(b.eca, ECA) for b in every.blocks) == 5 and every.head_eca is None
+    staged = EAN(EANConfig(**base, eca="stage_end", eca_from_stage=1))
+    # Stage 1's last block keeps its gate; the last stage's gate moves onto the pooled features.
+    assert [isinstance(b.eca, ECA) for b in staged.blocks] == [False, False, True, False, False]
+    assert staged.head_eca is not None
+    head = EAN(EANConfig(**base, eca="head"))
+    assert not any(isinstance(b.eca, ECA) for b in head.blocks) and head.head_eca is not None
+    # A per-channel gate commutes with global pooling: gating the pooled vector is ECA on the map.
+    eca, fmap = ECA(32), torch.randn(3, 32, 5, 5)
+    pooled = fmap.mean(dim=(2, 3))
+    torch.testing.assert_close(pooled * eca.pooled_gate(pooled), eca(fmap).mean(dim=(2, 3)))
