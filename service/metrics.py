@@ -67,6 +67,10 @@ class Metrics:
         )
         self.mqtt_connected = Gauge("fer_mqtt_connected", "1 while connected to the broker", registry=registry)
         self.camera_up = Gauge("fer_camera_up", "1 while the camera delivers frames", ["camera"], registry=registry)
+        self.camera_id_clash = Gauge(
+            "fer_camera_id_clash", "1 while another gateway on the broker claims this camera id", ["camera"],
+            registry=registry,
+        )  # fmt: skip
         self.model_info = Info("fer_model", "The model being served", registry=registry)
         self.model_reloads = Counter(
             "fer_model_reloads_total", "Model reload attempts by result", ["result"], registry=registry
@@ -92,3 +96,4 @@ class Metrics:
         for event_type in EVENT_TYPES:
             self.events.labels(camera, event_type)
         self.camera_up.labels(camera).set(0)
+        self.camera_id_clash.labels(camera).set(0)

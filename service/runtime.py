@@ -48,7 +48,7 @@ class Runtime:
             return MemoryPublisher()
         outbox = Outbox(Path(s.outbox_path), s.mqtt.outbox.max_messages, self.metrics)
         cameras = [(c.id, c.name or c.id) for c in s.cameras if c.enabled]
-        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras)
+        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras, s.gateway_id)
 
     def _on_swap(self, model: LoadedModel) -> None:
         self.publisher.set_labels(model.labels)

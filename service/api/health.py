@@ -30,6 +30,9 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         "model": {"name": model.name, "version": model.version} if model else None,
         "mqtt": mqtt,
         "cameras": {p.cam.id: p.snapshot()["status"] for p in runtime.pipelines},
+        "gateway": runtime.settings.gateway_id,
+        # Reported, not fatal: the clash is the site's to fix, and this gateway's cameras still work.
+        "camera_clashes": runtime.publisher.camera_clashes,
     }
     return JSONResponse(body, status_code=200 if runtime.ready else 503)
 

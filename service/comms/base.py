@@ -12,6 +12,11 @@ class Publisher(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def camera_clashes(self) -> dict[str, list[str]]:
+        """Camera id -> the other gateways on the broker that claim it too (fleet only)."""
+        ...
+
     def start(self) -> None: ...
 
     def publish_event(self, event: Event) -> None:
@@ -47,6 +52,10 @@ class MemoryPublisher:
     @property
     def connected(self) -> bool:
         return False
+
+    @property
+    def camera_clashes(self) -> dict[str, list[str]]:
+        return {}
 
     def start(self) -> None:
         pass

@@ -1,7 +1,8 @@
 """Home Assistant device-based discovery: one retained config message for the whole device.
 
 The expression is an enum sensor, anomalies (and expression changes) an event entity that reads
-``event_type`` straight from our payloads, and each camera's status a connectivity sensor.
+``event_type`` straight from our payloads, and each camera's status a connectivity sensor. In a
+fleet each gateway is its own device, available while that gateway is.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ NO_FACE = "none"
 
 
 def device_config(
-    topics: Topics, node_id: str, cameras: Sequence[tuple[str, str]], labels: Sequence[str], sw_version: str
+    topics: Topics,
+    node_id: str,
+    cameras: Sequence[tuple[str, str]],
+    labels: Sequence[str],
+    sw_version: str,
+    gateway: str | None = None,
 ) -> dict[str, Any]:
     """``cameras`` is (id, friendly name) pairs; ``labels`` the served model's label names."""
     components: dict[str, dict[str, Any]] = {}
@@ -50,7 +56,13 @@ def device_config(
             "unique_id": f"{uid}_status",
         }
     return {
-        "dev": {"ids": [node_id], "name": "fer-edge", "mf": "fer-edge", "mdl": "EAN expression", "sw": sw_version},
+        "dev": {
+            "ids": [node_id],
+            "name": device_name(gateway),
+            "mf": "fer-edge",
+            "mdl": "EAN expression",
+            "sw": sw_version,
+        },
         "o": {"name": "fer-edge", "sw": sw_version},
         "availability": [
             {
@@ -62,3 +74,11 @@ def device_config(
         "qos": 1,
         "cmps": components,
     }
+
+
+def device_name(gateway: str | None) -> str:
+    return "fer-edge" if gateway is None else f"fer-edge {gateway}"
+
+
+def default_node_id(gateway: str | None) -> str:
+    return "fer_edge" if gateway is None else f"fer_edge_{gateway}"

@@ -4,6 +4,10 @@ Events are written to the outbox first and a delivery thread sends them in order
 row once the broker acknowledged it; retained state lives in memory and is re-sent after every
 (re)connect, together with `online` and the Home Assistant discovery (Frigate's most-cited bug was
 not recovering after a broker restart). Callbacks never block: they set flags and publish.
+
+In a fleet (``gateway_id`` set) every payload names the gateway, availability and the Last Will
+are the gateway's own, and the retained camera claims of all gateways are watched so that two
+gateways using one camera id are reported rather than silently mixed on ``<prefix>/<camera>/…``.
 """
 
 from __future__ import annotations
@@ -13,15 +17,24 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from pydantic import ValidationError
 
 from service import __version__
-from service.comms.discovery import device_config
+from service.comms.discovery import default_node_id, device_config
 from service.comms.outbox import Outbox, OutboxRow
-from service.comms.payloads import Availability, CameraStatus, Event, ExpressionState, Payload
+from service.comms.payloads import (
+    Availability,
+    CameraStatus,
+    Event,
+    ExpressionState,
+    GatewayCameras,
+    GatewayModel,
+    Payload,
+)
 from service.comms.topics import Topics
 from service.config import MqttConfig
 from service.metrics import Metrics
@@ -29,8 +42,7 @@ from service.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
-def _dump(payload: Payload) -> bytes:
-    return payload.model_dump_json().encode()
+MessageHandler = Callable[[str, bytes], None]
 
 
 class MqttPublisher:
@@ -40,12 +52,20 @@ class MqttPublisher:
         outbox: Outbox,
         metrics: Metrics,
         cameras: Sequence[tuple[str, str]] = (),
+        gateway_id: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.metrics = metrics
-        self.topics = Topics(cfg.prefix, cfg.discovery.prefix)
+        self.gateway_id = gateway_id
+        self.topics = Topics(cfg.prefix, cfg.discovery.prefix, gateway_id)
+        self.client_id = cfg.client_id or ("fer-edge" if gateway_id is None else f"fer-edge-{gateway_id}")
+        self.node_id = cfg.discovery.node_id or default_node_id(gateway_id)
         self._cameras = list(cameras)
+        self._handlers: dict[str, MessageHandler] = {}
+        # camera id -> the other gateways that claim it too
+        self._clashes: dict[str, set[str]] = {}
+        self._claims: dict[str, set[str]] = {}
         self._labels: list[str] = []
         self._retained: dict[str, bytes] = {}
         self._retained_lock = threading.Lock()
@@ -61,7 +81,7 @@ class MqttPublisher:
 
     def _make_client(self) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id, protocol=mqtt.MQTTv311)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311)
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password is not None else None
             client.username_pw_set(cfg.username, password)
@@ -75,7 +95,7 @@ class MqttPublisher:
             client.tls_insecure_set(cfg.tls.insecure)
         # The Last Will must be set before connecting: it is part of the CONNECT packet.
         will = Availability(state="offline", timestamp=time.time(), service_version=__version__)
-        client.will_set(self.topics.available, _dump(will), qos=1, retain=True)
+        client.will_set(self.topics.available, self._dump(will), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -84,9 +104,27 @@ class MqttPublisher:
         client.on_connect_fail = self._on_connect_fail
         return client
 
+    def _dump(self, payload: Payload) -> bytes:
+        if self.gateway_id is not None:
+            payload = payload.model_copy(update={"gateway": self.gateway_id})
+        return payload.model_dump_json().encode()
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def camera_clashes(self) -> dict[str, list[str]]:
+        """Camera id -> the other gateways that claim it as well."""
+        with self._retained_lock:
+            return {cam: sorted(gws) for cam, gws in self._clashes.items() if gws}
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Call ``handler(topic, payload)`` on the network thread for every match, after each (re)connect too;
+        it must not block."""
+        self._handlers[topic_filter] = handler
+        if self.connected:
+            self.client.subscribe(topic_filter, qos=1)
 
     def start(self) -> None:
         # connect_async + loop_start: the network thread keeps retrying with backoff, so a missing
@@ -104,7 +142,13 @@ class MqttPublisher:
         logger.info("connected to broker %s:%s", self.cfg.host, self.cfg.port)
         self._warned_unreachable = False
         online = Availability(state="online", timestamp=time.time(), service_version=__version__)
-        client.publish(self.topics.available, _dump(online), qos=1, retain=True)
+        client.publish(self.topics.available, self._dump(online), qos=1, retain=True)
+        if self.gateway_id is not None:
+            claim = GatewayCameras(cameras=[cam for cam, _ in self._cameras], timestamp=time.time())
+            client.publish(self.topics.gateway_cameras(self.gateway_id), self._dump(claim), qos=1, retain=True)
+            client.subscribe(self.topics.all_gateway_cameras, qos=1)
+        for topic_filter in list(self._handlers):
+            client.subscribe(topic_filter, qos=1)
         if self.cfg.discovery.enabled:
             client.subscribe(self.topics.ha_status, qos=1)
             self._send_discovery()
@@ -140,18 +184,52 @@ class MqttPublisher:
         # Home Assistant announces `online` after it restarts and expects discovery again.
         if msg.topic == self.topics.ha_status and msg.payload.strip() == b"online":
             self._send_discovery()
+        other = self.topics.gateway_of_cameras_topic(msg.topic)
+        if other is not None and other != self.gateway_id:
+            self._on_claim(other, bytes(msg.payload))
+        for topic_filter, handler in list(self._handlers.items()):
+            if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                try:
+                    handler(msg.topic, bytes(msg.payload))
+                except Exception:
+                    logger.exception("handler for %s failed", topic_filter)
+
+    def _on_claim(self, other: str, payload: bytes) -> None:
+        """Another gateway's retained camera list (empty: it was removed); recompute the clashes."""
+        cameras: set[str] = set()
+        if payload:
+            try:
+                cameras = set(GatewayCameras.model_validate_json(payload).cameras)
+            except ValidationError:
+                logger.warning("ignoring a malformed camera claim from gateway %s", other)
+                return
+        ours = {cam for cam, _ in self._cameras}
+        with self._retained_lock:
+            self._claims[other] = cameras
+            for cam in ours:
+                before = set(self._clashes.get(cam, set()))
+                now = {gw for gw, cams in self._claims.items() if cam in cams}
+                self._clashes[cam] = now
+                for gw in now - before:
+                    logger.error(
+                        "camera id %r is also used by gateway %s: their events and state mix on %s; "
+                        "camera ids must be unique per site", cam, gw, self.topics.events(cam),
+                    )  # fmt: skip
+                if before and not now:
+                    logger.info("camera id %r is no longer claimed by another gateway", cam)
+                self.metrics.camera_id_clash.labels(cam).set(1 if now else 0)
 
     def _send_discovery(self) -> None:
         if not self.cfg.discovery.enabled or not self._labels:
             return
-        config = device_config(self.topics, self.cfg.discovery.node_id, self._cameras, self._labels, __version__)
-        topic = self.topics.ha_device_config(self.cfg.discovery.node_id)
+        config = device_config(self.topics, self.node_id, self._cameras, self._labels, __version__, self.gateway_id)
+        topic = self.topics.ha_device_config(self.node_id)
         self.client.publish(topic, json.dumps(config).encode(), qos=1, retain=True)
 
     # -- Publisher -------------------------------------------------------------------------------
 
     def publish_event(self, event: Event) -> None:
-        self.outbox.put(self.topics.events(event.camera), event.camera, _dump(event))
+        self.outbox.put(self.topics.events(event.camera), event.camera, self._dump(event))
         self._wake.set()
 
     def _set_retained(self, topic: str, payload: bytes) -> None:
@@ -161,10 +239,15 @@ class MqttPublisher:
                 self.client.publish(topic, payload, qos=1, retain=True)
 
     def set_expression(self, state: ExpressionState) -> None:
-        self._set_retained(self.topics.expression(state.camera), _dump(state))
+        self._set_retained(self.topics.expression(state.camera), self._dump(state))
 
     def set_camera_status(self, status: CameraStatus) -> None:
-        self._set_retained(self.topics.status(status.camera), _dump(status))
+        self._set_retained(self.topics.status(status.camera), self._dump(status))
+
+    def set_model_state(self, state: GatewayModel) -> None:
+        """Fleet only: what this gateway serves, for whoever watches a rollout."""
+        if self.gateway_id is not None:
+            self._set_retained(self.topics.gateway_model(self.gateway_id), self._dump(state))
 
     def set_labels(self, labels: list[str]) -> None:
         if list(labels) != self._labels:
@@ -234,7 +317,7 @@ class MqttPublisher:
             self._thread.join(timeout=5.0)
         if self.connected:
             stopped = Availability(state="stopped", timestamp=time.time(), service_version=__version__)
-            info = self.client.publish(self.topics.available, _dump(stopped), qos=1, retain=True)
+            info = self.client.publish(self.topics.available, self._dump(stopped), qos=1, retain=True)
             if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
                 self._wait_published(info, max(0.5, deadline - time.monotonic()))
         # A clean DISCONNECT keeps the broker from sending the Will (`offline`) over `stopped`.

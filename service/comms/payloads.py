@@ -22,10 +22,12 @@ def new_event_id(start_time: float) -> str:
 class Payload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: int = SCHEMA_VERSION
+    gateway: str | None = Field(None, description="the gateway_id that sent it; null for a lone gateway")
 
 
 class Availability(Payload):
-    """``<prefix>/available``: online on every connect, offline as the Last Will, stopped on shutdown."""
+    """``<prefix>/available`` (``<prefix>/gateways/<gateway>/available`` in a fleet): online on every
+    connect, offline as the Last Will, stopped on shutdown."""
 
     state: Literal["online", "offline", "stopped"]
     timestamp: float
@@ -93,3 +95,23 @@ class AnomalyEvent(Payload):
 
 
 Event = ExpressionChange | AnomalyEvent
+
+
+class GatewayCameras(Payload):
+    """Retained ``<prefix>/gateways/<gateway>/cameras``: the camera ids a gateway claims."""
+
+    cameras: list[str]
+    timestamp: float
+
+
+class GatewayModel(Payload):
+    """Retained ``<prefix>/gateways/<gateway>/model``: what a gateway serves after each rollout step."""
+
+    name: str
+    version: int | None
+    sha256: str | None
+    wanted_version: int | None = Field(None, description="the announced version this gateway follows")
+    alias: str | None = Field(None, description="stable, or candidate when this gateway is named in it")
+    state: Literal["serving", "downloading", "retrying"]
+    error: str | None = None
+    timestamp: float

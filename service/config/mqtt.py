@@ -28,7 +28,11 @@ class TlsConfig(Strict):
 class DiscoveryConfig(Strict):
     enabled: bool = True
     prefix: str = Field("homeassistant", pattern=TOPIC_SEGMENT)
-    node_id: str = Field("fer_edge", pattern=r"^[a-zA-Z0-9_-]+$", description="the Home Assistant device id")
+    node_id: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z0-9_-]+$",
+        description="the Home Assistant device id; fer_edge, or fer_edge_<gateway_id> when unset",
+    )
 
 
 class OutboxConfig(Strict):
@@ -44,7 +48,9 @@ class MqttConfig(Strict):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
     prefix: str = Field("fer", pattern=TOPIC_SEGMENT, description="topic prefix; no wildcards")
-    client_id: str = Field("fer-edge", min_length=1, max_length=128)
+    client_id: str | None = Field(
+        None, min_length=1, max_length=128, description="fer-edge, or fer-edge-<gateway_id> when unset"
+    )
     username: str | None = None
     password: SecretStr | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)

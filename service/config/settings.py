@@ -8,13 +8,20 @@ from pydantic import Field, model_validator
 
 from service.config._base import Strict
 from service.config.api import ApiConfig
-from service.config.cameras import CameraConfig
+from service.config.cameras import CAMERA_ID_PATTERN, CameraConfig
 from service.config.model import DetectorConfig, ModelConfig, TrackingConfig
 from service.config.mqtt import MqttConfig
 from service.config.rules import RulesConfig
 
 
 class Settings(Strict):
+    gateway_id: str | None = Field(
+        None,
+        pattern=CAMERA_ID_PATTERN,
+        max_length=64,
+        description="names this gateway in a fleet sharing one broker: its availability topic, its Last Will, "
+        "its Home Assistant device and every payload; unset for a single gateway",
+    )
     state_dir: Path = Field(Path("var"), description="outbox and generated demo clip live here")
     log_level: str = Field("INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
     api: ApiConfig = Field(default_factory=ApiConfig)

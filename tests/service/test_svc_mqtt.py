@@ -99,8 +99,8 @@ def test_topics_payloads_will_and_discovery(tmp_path: Path, broker: Mosquitto, s
         got = late.wait_for(lambda ms: len(ms) >= 2 and ms, what="retained")
         assert {m.topic: (m.retain, m.json()) for m in got} == {
             "fer/cam1/expression": (True, json.loads(state.model_dump_json())),
-            "fer/cam1/status": (True, {"schema_version": 1, "camera": "cam1", "state": "online", "reason": None,
-                                       "timestamp": 2.0}),
+            "fer/cam1/status": (True, {"schema_version": 1, "gateway": None, "camera": "cam1", "state": "online",
+                                       "reason": None, "timestamp": 2.0}),
         }  # fmt: skip
         late.close()
 
