@@ -148,12 +148,16 @@ class Message:
 class Subscriber:
     """Records every message on the subscribed topics; reconnects and re-subscribes by itself."""
 
-    def __init__(self, port: int, topics: tuple[str, ...] = ("#",)) -> None:
+    def __init__(
+        self, port: int, topics: tuple[str, ...] = ("#",), client_id: str | None = None, clean_session: bool = True
+    ) -> None:
+        """``clean_session=False`` with a fixed ``client_id``: the broker queues for it while it is away."""
         self.messages: list[Message] = []
         self._lock = threading.Lock()
         self._topics = topics
         self.connected = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}-{id(self)}")
+        client_id = client_id or f"test-sub-{port}-{id(self)}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a: self.connected.clear()
         self.client.on_message = self._on_message
