@@ -1,9 +1,12 @@
-"""``python -m model_store list|show|promote|rollback|verify``."""
+"""``python -m model_store list|show|promote|rollback|verify|serve``."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
+import signal
 import sys
 
 from model_store.store import ModelStore, StoreError
@@ -34,8 +37,9 @@ def _cmd_show(store: ModelStore, args: argparse.Namespace) -> int:
 
 def _cmd_promote(store: ModelStore, args: argparse.Namespace) -> int:
     version = store.resolve(args.model, args.ref)
-    store.set_alias(args.model, args.alias, version)
-    print(f"{args.model}:{args.alias} -> v{version}")
+    gateways = [g for g in args.gateways.split(",") if g] if args.gateways is not None else None
+    store.set_alias(args.model, args.alias, version, gateways)
+    print(f"{args.model}:{args.alias} -> v{version}" + (f" for {','.join(gateways)}" if gateways is not None else ""))
     return 0
 
 
@@ -57,6 +61,30 @@ def _cmd_verify(store: ModelStore, args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _cmd_serve(store: ModelStore, args: argparse.Namespace) -> int:
+    from model_store.distribution import serve
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    announcer = None
+    if args.mqtt_host:
+        announcer = {
+            "host": args.mqtt_host,
+            "port": args.mqtt_port,
+            "prefix": args.prefix,
+            "poll_s": args.poll_s,
+            "username": args.mqtt_username,
+            "password": os.environ.get("MODEL_STORE_MQTT_PASSWORD"),
+        }
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _exit)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(store.root, args.host, args.port, announcer)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m model_store", description=__doc__)
     parser.add_argument("--root", default=DEFAULT_ROOT, help="store root (env FER_MODEL_STORE)")
@@ -72,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("ref", help="version number or alias to promote")
     p.add_argument("--alias", default="stable")
+    p.add_argument("--gateways", help="comma-separated gateway ids that take this alias first (a staged rollout)")
     p.set_defaults(func=_cmd_promote)
     p = sub.add_parser("rollback", help="point an alias back at its previous version")
     p.add_argument("model")
@@ -81,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model", nargs="?")
     p.add_argument("ref", nargs="?", help="version number or alias (default: all versions)")
     p.set_defaults(func=_cmd_verify)
+    p = sub.add_parser("serve", help="serve the store read-only over HTTP and announce its aliases over MQTT")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for the whole site)")
+    p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--mqtt-host", help="announce aliases on this broker (retained <prefix>/models/<name>/<alias>)")
+    p.add_argument("--mqtt-port", type=int, default=1883)
+    p.add_argument("--mqtt-username", help="password from env MODEL_STORE_MQTT_PASSWORD")
+    p.add_argument("--prefix", default="fer", help="MQTT topic prefix, as the gateways' mqtt.prefix")
+    p.add_argument("--poll-s", type=float, default=1.0, help="how often the alias files are checked for changes")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_cmd_serve)
     args = parser.parse_args(argv)
     try:
         store = ModelStore(args.root)

@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ ALIASES_FILE = "aliases.json"
 _LOCK_FILE = ".lock"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _ALIAS_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_GATEWAY_RE = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
 class StoreError(Exception):
@@ -117,6 +118,14 @@ class ModelStore:
     def aliases(self, name: str) -> dict[str, int]:
         return {alias: int(entry["version"]) for alias, entry in self._read_alias_file(name).items()}
 
+    def alias_gateways(self, name: str) -> dict[str, list[str]]:
+        """Aliases limited to named gateways (a staged rollout's ``candidate``) -> those gateways."""
+        return {
+            alias: list(entry["gateways"])
+            for alias, entry in self._read_alias_file(name).items()
+            if entry.get("gateways") is not None
+        }
+
     def verify(self, name: str, version: int) -> list[str]:
         """Problems found (empty when every file matches its recorded size and sha256)."""
         try:
@@ -183,9 +192,49 @@ class ModelStore:
                 raise
         return version
 
-    def set_alias(self, name: str, alias: str, version: int) -> None:
+    def staging_dir(self, name: str) -> Path:
+        """An empty directory inside the model's directory (so ``install`` is one rename), never listed."""
+        if not _NAME_RE.match(name):
+            raise StoreError(f"invalid model name {name!r}")
+        mdir = self.root / name
+        mdir.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".tmp-", dir=mdir))
+
+    def install(self, name: str, version: int, staged: Path) -> None:
+        """Make a version copied from another store visible under its own number, by one rename.
+
+        ``staged`` (from ``staging_dir``) holds the manifest and files; they must verify. A version
+        already present is kept as it is (versions are immutable) and ``staged`` is removed.
+        """
+        try:
+            manifest = Manifest.model_validate_json((staged / MANIFEST_FILE).read_bytes())
+        except (FileNotFoundError, ValidationError) as exc:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise StoreError(f"{name} v{version}: staged manifest unusable: {exc}") from None
+        if manifest.name != name or manifest.version != version:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise StoreError(f"staged manifest is {manifest.name} v{manifest.version}, not {name} v{version}")
+        with self._locked(name) as mdir:
+            final = mdir / str(int(version))
+            if final.exists():
+                shutil.rmtree(staged, ignore_errors=True)
+                return
+            for fname in manifest.files:
+                path = staged / fname
+                if not path.is_file() or sha256_file(path) != manifest.files[fname].sha256:
+                    shutil.rmtree(staged, ignore_errors=True)
+                    raise StoreError(f"{name} v{version}: staged {fname} does not match its manifest")
+            _fsync_dir(staged)
+            os.chmod(staged, 0o755)
+            os.rename(staged, final)
+            _fsync_dir(mdir)
+
+    def set_alias(self, name: str, alias: str, version: int, gateways: Sequence[str] | None = None) -> None:
+        """``gateways`` limits the alias to those gateways of a fleet (a staged rollout); None: all."""
         if not _ALIAS_RE.match(alias):
             raise StoreError(f"invalid alias {alias!r}")
+        if gateways is not None and not all(_GATEWAY_RE.match(g) for g in gateways):
+            raise StoreError(f"invalid gateway id in {list(gateways)!r}")
         self.version_dir(name, version)
         with self._locked(name):
             data = self._read_alias_file(name)
@@ -193,6 +242,10 @@ class ModelStore:
             if entry["version"] != version:
                 entry["history"] = [*entry.get("history", []), version][-50:]
                 entry["version"] = version
+            if gateways is None:
+                entry.pop("gateways", None)
+            else:
+                entry["gateways"] = sorted(set(gateways))
             data[alias] = entry
             self._write_alias_file(name, data)
 

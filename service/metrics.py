@@ -21,6 +21,7 @@ PIPELINE_STAGES = ("detect", "classify", "track", "rules", "total")
 INFER_STAGES = ("read", "decode", "detect", "classify", "total")
 RELOAD_RESULTS = ("swapped", "failed")
 IGNORE_REASONS = ("mask", "outside_zones")
+DOWNLOAD_RESULTS = ("ok", "refused", "failed")
 EVENT_TYPES = ("expression_change", "sustained_negative_affect", "abrupt_change", "camera_fault")
 
 
@@ -77,6 +78,17 @@ class Metrics:
         )
         for result in RELOAD_RESULTS:
             self.model_reloads.labels(result)
+        self.model_downloads = Counter(
+            "fer_model_downloads_total",
+            "Model versions fetched from the central store: ok, refused (failed verification) or failed (network)",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        for result in DOWNLOAD_RESULTS:
+            self.model_downloads.labels(result)
+        self.model_wanted_version = Gauge(
+            "fer_model_wanted_version", "The version the central store announces for this gateway (0: none yet)",
+            registry=registry,
+        )  # fmt: skip
         for stage in INFER_STAGES:
             self.infer_seconds.labels(stage)
         for camera in cameras:

@@ -1,8 +1,9 @@
 """Builds and owns every running component; the only place that wires them (STYLE: one place).
 
-Start order: model (fail fast: nothing to serve without it), publisher (never blocks on the
-broker), camera pipelines, model watcher. Stop order is the reverse, so the pipelines' last
-events and `offline` statuses are still in the outbox when the publisher flushes it.
+Start order: model (fail fast: nothing to serve without it; in a fleet, fetched first when the
+local cache is empty), publisher (never blocks on the broker), camera pipelines, model watcher and
+fleet model sync. Stop order is the reverse, so the pipelines' last events and `offline` statuses
+are still in the outbox when the publisher flushes it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.config import DEMO_SOURCE, Settings
 from service.demo import ensure_demo_clip
+from service.fleet import ModelSync
 from service.inference import ImageAnalyser
 from service.metrics import Metrics
 from service.models import LoadedModel, ModelManager
@@ -33,7 +35,13 @@ class Runtime:
         self.registry = registry or CollectorRegistry()
         enabled = [c for c in settings.cameras if c.enabled]
         self.metrics = Metrics(self.registry, [c.id for c in enabled])
+        if settings.distribution.enabled:
+            # The local cache store starts empty on a new gateway; the manager needs its root.
+            Path(settings.model.store).mkdir(parents=True, exist_ok=True)
         self.models = ModelManager(settings.model, self.metrics, on_swap=self._on_swap)
+        self.sync: ModelSync | None = None
+        if settings.distribution.enabled:
+            self.sync = ModelSync(settings.distribution, settings.model, settings.gateway_id, self.models, self.metrics)
         # Built in start(): it opens the outbox file, and construction must not touch the disk.
         self.publisher: Publisher = MemoryPublisher()
         self.analyser = ImageAnalyser(settings.detector, settings.api)
@@ -62,9 +70,13 @@ class Runtime:
         if self.started_at is not None:
             return
         s = self.settings
+        if self.sync is not None:
+            self.sync.bootstrap()
         self.models.load_initial()
         self.publisher = self._make_publisher()
         self.publisher.set_labels(self.models.require().labels)
+        if self.sync is not None and isinstance(self.publisher, MqttPublisher):
+            self.sync.attach(self.publisher)
         self.publisher.start()
         for cam in s.cameras:
             if not cam.enabled:
@@ -84,6 +96,8 @@ class Runtime:
             pipeline.start()
             self.pipelines.append(pipeline)
         self.models.start_watching()
+        if self.sync is not None:
+            self.sync.start()
         self.started_at = time.time()
         logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.pipelines), s.model.name,
                     self.models.require().version)  # fmt: skip
@@ -102,6 +116,8 @@ class Runtime:
                 pipeline.stop()
             except Exception:
                 logger.exception("camera %s did not stop cleanly", pipeline.cam.id)
+        if self.sync is not None:
+            self.sync.stop()
         self.models.stop()
         try:
             self.publisher.stop()

@@ -2,6 +2,7 @@
 
 from service.config.api import ApiConfig
 from service.config.cameras import CAMERA_ID_PATTERN, DEMO_SOURCE, CameraConfig, DetectSize
+from service.config.distribution import DistributionConfig
 from service.config.loader import ConfigError, apply_env, load_settings
 from service.config.model import DetectorConfig, ModelConfig, TrackingConfig
 from service.config.mqtt import DiscoveryConfig, MqttConfig, OutboxConfig, TlsConfig
@@ -19,6 +20,7 @@ __all__ = [
     "DetectSize",
     "DetectorConfig",
     "DiscoveryConfig",
+    "DistributionConfig",
     "ModelConfig",
     "MqttConfig",
     "OutboxConfig",

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from service.config._base import Strict
 from service.config.api import ApiConfig
 from service.config.cameras import CAMERA_ID_PATTERN, CameraConfig
+from service.config.distribution import DistributionConfig
 from service.config.model import DetectorConfig, ModelConfig, TrackingConfig
 from service.config.mqtt import MqttConfig
 from service.config.rules import RulesConfig
@@ -33,6 +34,7 @@ class Settings(Strict):
         default_factory=RulesConfig, description="defaults that each camera's `rules` overrides key by key"
     )
     cameras: list[CameraConfig] = Field(default_factory=list)
+    distribution: DistributionConfig = Field(default_factory=DistributionConfig)
 
     @model_validator(mode="after")
     def _unique_cameras(self) -> Settings:
@@ -41,6 +43,12 @@ class Settings(Strict):
             if cam.id in seen:
                 raise ValueError(f"camera id {cam.id!r} is used twice")
             seen.add(cam.id)
+        return self
+
+    @model_validator(mode="after")
+    def _distribution_needs_mqtt(self) -> Settings:
+        if self.distribution.enabled and not self.mqtt.enabled:
+            raise ValueError("distribution needs mqtt: new versions are announced there")
         return self
 
     @property

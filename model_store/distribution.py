@@ -1,0 +1,311 @@
+"""A store shared by a fleet: served read-only over HTTP, its aliases announced over MQTT (DESIGN §7).
+
+``python -m model_store serve`` runs both. The HTTP side serves the store's own layout, each file
+with its sha256 as ETag, so a gateway (or any HTTP cache between) can check and skip what it has:
+
+- ``GET /v1/models`` and ``GET /v1/models/<name>``: names, versions and aliases, as JSON;
+- ``GET /v1/models/<name>/<version>/<file>``: ``manifest.json`` or a file the manifest lists.
+
+Nothing else is reachable (no directory listing, no path outside those), and every method but GET
+and HEAD is refused: the store is written by ``python -m model_store publish/promote`` on its host.
+
+The MQTT side publishes one retained :class:`Announcement` per alias on
+``<prefix>/models/<name>/<alias>`` whenever the alias moves (and after every reconnect), so a
+gateway that starts later still learns the current version from the broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_store.manifest import MANIFEST_FILE
+from model_store.store import ModelStore, StoreError, sha256_file
+
+logger = logging.getLogger("model_store.serve")
+
+ANNOUNCEMENT_SCHEMA_VERSION = 1
+_CHUNK = 1 << 16
+_FILE_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+_MODEL_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+
+
+class Announcement(BaseModel):
+    """Retained on ``<prefix>/models/<name>/<alias>``: which version an alias names, and how to check it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: int = ANNOUNCEMENT_SCHEMA_VERSION
+    name: str
+    alias: str
+    version: int
+    model_file: str
+    sha256: str = Field(description="of the model file")
+    manifest_sha256: str = Field(description="of manifest.json, which holds every file's sha256")
+    gateways: list[str] | None = Field(None, description="only these gateways take it (staged rollout); null: all")
+    timestamp: float
+
+
+def announcement(store: ModelStore, name: str, alias: str) -> Announcement:
+    version = store.resolve(name, alias)
+    manifest = store.manifest(name, version)
+    entry = manifest.files.get(manifest.model_file)
+    if entry is None:
+        raise StoreError(f"{name} v{version}: {manifest.model_file} is not listed in the manifest")
+    return Announcement(
+        name=name,
+        alias=alias,
+        version=version,
+        model_file=manifest.model_file,
+        sha256=entry.sha256,
+        manifest_sha256=sha256_file(store.version_dir(name, version) / MANIFEST_FILE),
+        gateways=store.alias_gateways(name).get(alias),
+        timestamp=time.time(),
+    )
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: StoreHTTPServer
+    protocol_version = "HTTP/1.1"
+    server_version = "fer-model-store"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
+    def _refuse_method(self) -> None:
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "the store is read-only: GET and HEAD only",
+                    {"Allow": "GET, HEAD"})  # fmt: skip
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
+
+    def _serve(self, *, body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        store = self.server.store
+        try:
+            if path == "/healthz":
+                self._json({"status": "ok"}, body=body)
+            elif path == "/v1/models":
+                self._json({"models": store.models()}, body=body)
+            elif m := _MODEL_RE.match(path):
+                name = m.group(1)
+                versions = store.versions(name)
+                gateways = store.alias_gateways(name)
+                aliases = {a: {"version": v, "gateways": gateways.get(a)} for a, v in store.aliases(name).items()}
+                self._json({"name": name, "versions": versions, "aliases": aliases}, body=body)
+            elif m := _FILE_RE.match(path):
+                self._file(m.group(1), int(m.group(2)), m.group(3), body=body)
+            else:
+                self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path!r}")
+        except StoreError as exc:
+            self._error(HTTPStatus.NOT_FOUND, "not_found", str(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _file(self, name: str, version: int, fname: str, *, body: bool) -> None:
+        store = self.server.store
+        vdir = store.version_dir(name, version)
+        if fname == MANIFEST_FILE:
+            digest = sha256_file(vdir / MANIFEST_FILE)
+            ctype = "application/json"
+        else:
+            entry = store.manifest(name, version).files.get(fname)
+            if entry is None:
+                raise StoreError(f"{name} v{version} has no file {fname!r}")
+            digest, ctype = entry.sha256, "application/octet-stream"
+        path = vdir / fname
+        if not path.is_file():
+            raise StoreError(f"{name} v{version}: {fname} is missing from the store")
+        # A version directory is immutable, so its files may be cached for good.
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
+        if self._not_modified(digest, headers):
+            return
+        size = path.stat().st_size
+        self._head(HTTPStatus.OK, ctype, size, digest, headers)
+        if body:
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    self.wfile.write(chunk)
+
+    def _json(self, data: Any, *, body: bool) -> None:
+        raw = json.dumps(data, sort_keys=True).encode()
+        digest = hashlib.sha256(raw).hexdigest()
+        headers = {"Cache-Control": "no-cache"}
+        if self._not_modified(digest, headers):
+            return
+        self._head(HTTPStatus.OK, "application/json", len(raw), digest, headers)
+        if body:
+            self.wfile.write(raw)
+
+    def _not_modified(self, digest: str, headers: dict[str, str]) -> bool:
+        wanted = [t.strip().removeprefix("W/").strip('"') for t in self.headers.get("If-None-Match", "").split(",")]
+        if digest not in wanted and "*" not in wanted:
+            return False
+        self.send_response(HTTPStatus.NOT_MODIFIED)
+        self.send_header("ETag", f'"{digest}"')
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return True
+
+    def _head(self, status: HTTPStatus, ctype: str, length: int, digest: str | None, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(length))
+        if digest is not None:
+            self.send_header("ETag", f'"{digest}"')
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def _error(self, status: HTTPStatus, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        raw = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self._head(status, "application/json", len(raw), None, headers or {})
+        if self.command != "HEAD":
+            self.wfile.write(raw)
+
+
+class StoreHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, store: ModelStore, host: str, port: int) -> None:
+        self.store = store
+        super().__init__((host, port), _Handler)
+
+
+# -- MQTT -----------------------------------------------------------------------------------------
+
+
+class Announcer:
+    """Publishes every alias of every model, retained, when it changes and after each (re)connect."""
+
+    def __init__(
+        self,
+        store: ModelStore,
+        host: str,
+        port: int,
+        *,
+        prefix: str = "fer",
+        poll_s: float = 1.0,
+        client_id: str = "fer-model-store",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        import paho.mqtt.client as mqtt  # the service extra; only a store that announces needs it
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.store = store
+        self.prefix = prefix
+        self.poll_s = poll_s
+        self._published: dict[str, tuple[int, list[str] | None]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        self.client.reconnect_delay_set(1, 30)
+        self.client.on_connect = self._on_connect
+        self._host, self._port = host, port
+
+    def topic(self, name: str, alias: str) -> str:
+        return f"{self.prefix}/models/{name}/{alias}"
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if getattr(reason_code, "is_failure", False):
+            logger.warning("broker refused the announcer: %s", reason_code)
+            return
+        logger.info("announcer connected to %s:%s", self._host, self._port)
+        with self._lock:
+            self._published.clear()  # the broker may have lost its retained messages: send all again
+
+    def start(self) -> None:
+        self.client.connect_async(self._host, self._port, keepalive=30)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._loop, name="announcer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.client.is_connected():
+                    self.announce_changes()
+            except Exception:
+                logger.exception("announcing failed; will retry")
+            self._stop.wait(self.poll_s)
+
+    def announce_changes(self) -> None:
+        for name in self.store.models():
+            try:
+                aliases = self.store.aliases(name)
+            except StoreError as exc:
+                logger.warning("%s", exc)
+                continue
+            gateways = self.store.alias_gateways(name)
+            for alias, version in aliases.items():
+                key = f"{name}/{alias}"
+                state = (version, gateways.get(alias))
+                with self._lock:
+                    if self._published.get(key) == state:
+                        continue
+                try:
+                    notice = announcement(self.store, name, alias)
+                except StoreError as exc:
+                    logger.error("not announcing %s:%s: %s", name, alias, exc)
+                    continue
+                info = self.client.publish(self.topic(name, alias), notice.model_dump_json().encode(), qos=1,
+                                           retain=True)  # fmt: skip
+                if info.rc == 0:
+                    with self._lock:
+                        self._published[key] = state
+                    logger.info("announced %s:%s -> v%s%s", name, alias, version,
+                                f" for {','.join(state[1])}" if state[1] is not None else "")  # fmt: skip
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def serve(
+    root: Path | str,
+    host: str,
+    port: int,
+    announcer_args: dict[str, Any] | None = None,
+    ready: threading.Event | None = None,
+) -> None:
+    """Run until interrupted. ``announcer_args`` (host, port, prefix, ...) turns on the MQTT side."""
+    store = ModelStore(root)
+    server = StoreHTTPServer(store, host, port)
+    announcer = Announcer(store, **announcer_args) if announcer_args else None
+    if announcer is not None:
+        announcer.start()
+    logger.info("serving store %s read-only on http://%s:%s", root, host, server.server_address[1])
+    if ready is not None:
+        ready.set()
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if announcer is not None:
+            announcer.stop()

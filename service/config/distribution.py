@@ -1,0 +1,31 @@
+"""Model distribution for a fleet: where the central store is served and how hard to retry it."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from service.config._base import Strict
+
+
+class DistributionConfig(Strict):
+    enabled: bool = Field(
+        False,
+        description="follow the central store's MQTT announcements; model.store is then this gateway's local cache",
+    )
+    url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="base URL of `python -m model_store serve`"
+    )
+    timeout_s: float = Field(30.0, gt=0, description="per HTTP request")
+    retry_min_s: float = Field(2.0, gt=0, description="first retry after a failed or refused download; doubles")
+    retry_max_s: float = Field(300.0, gt=0)
+    bootstrap_timeout_s: float = Field(
+        120.0, ge=0, description="with an empty cache, how long start-up keeps trying to fetch a first model"
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> DistributionConfig:
+        if self.enabled and not self.url:
+            raise ValueError("distribution.url is required when distribution is enabled")
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s is larger than retry_max_s")
+        return self

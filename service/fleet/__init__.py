@@ -1,0 +1,5 @@
+"""A fleet of gateways: following the central model store."""
+
+from service.fleet.sync import ModelSync, SyncError
+
+__all__ = ["ModelSync", "SyncError"]

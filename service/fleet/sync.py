@@ -1,0 +1,311 @@
+"""Follow the central model store: download, verify, warm and swap on this gateway's own (DESIGN §7).
+
+The central store announces each alias, retained, on ``<prefix>/models/<name>/<alias>``. This
+gateway follows ``stable``, or ``candidate`` while it is one of the gateways that alias names and
+it is ahead of ``stable`` (a staged rollout). A new version is fetched over HTTP into a staging
+directory of the local cache store and checked link by link: the announcement's manifest sha256,
+the manifest's own version and model-file sha256, then every file's size and sha256. Only then is
+it installed into the cache under its central number, the cache's served alias moved, and the
+model manager asked to load, warm and swap it. Any failure leaves the current version serving and
+is retried with exponential backoff; a newer announcement cuts the wait short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import random
+import shutil
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
+from model_store.distribution import Announcement
+from service.comms.mqtt import MqttPublisher
+from service.comms.payloads import GatewayModel
+from service.config import DistributionConfig, ModelConfig
+from service.metrics import Metrics
+from service.models import ModelLoadError, ModelManager
+
+logger = logging.getLogger(__name__)
+
+ALIASES = ("stable", "candidate")
+_CHUNK = 1 << 16
+
+
+class SyncError(Exception):
+    """A version could not be taken; ``refused`` when it failed verification, not the network."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class ModelSync:
+    def __init__(
+        self,
+        cfg: DistributionConfig,
+        model_cfg: ModelConfig,
+        gateway_id: str | None,
+        manager: ModelManager,
+        metrics: Metrics,
+    ) -> None:
+        assert cfg.url is not None
+        self.cfg = cfg
+        self.name = model_cfg.name
+        self.alias = model_cfg.alias
+        self.gateway_id = gateway_id
+        self.manager = manager
+        self.cache = manager.store
+        self.metrics = metrics
+        self.base_url = cfg.url.rstrip("/")
+        self.publisher: MqttPublisher | None = None
+        self._announced: dict[str, Announcement | None] = dict.fromkeys(ALIASES)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.state: GatewayModel | None = None
+
+    # -- announcements ---------------------------------------------------------------------------
+
+    def attach(self, publisher: MqttPublisher) -> None:
+        """Subscribe through the service's own MQTT connection (call before it starts)."""
+        self.publisher = publisher
+        for alias in ALIASES:
+            topic = publisher.topics.model_alias(self.name, alias)
+            publisher.subscribe(topic, lambda t, payload, alias=alias: self._on_announcement(alias, payload))
+
+    def _on_announcement(self, alias: str, payload: bytes) -> None:
+        notice: Announcement | None = None
+        if payload:  # an empty retained payload withdraws the alias
+            try:
+                notice = Announcement.model_validate_json(payload)
+            except ValidationError:
+                logger.warning("ignoring a malformed %s announcement for %s", alias, self.name)
+                return
+            if notice.name != self.name or notice.alias != alias:
+                logger.warning("ignoring an announcement for %s:%s on the %s topic", notice.name, notice.alias, alias)
+                return
+        with self._lock:
+            self._announced[alias] = notice
+        self._wake.set()
+
+    def target(self) -> Announcement | None:
+        """The announcement this gateway should serve now."""
+        with self._lock:
+            stable, candidate = self._announced["stable"], self._announced["candidate"]
+        if (
+            candidate is not None
+            and self.gateway_id is not None
+            and self.gateway_id in (candidate.gateways or [])
+            and (stable is None or candidate.version > stable.version)
+        ):
+            return candidate
+        return stable
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def bootstrap(self) -> None:
+        """With nothing in the cache, fetch what the store's aliases name now; raises ModelLoadError."""
+        try:
+            self.cache.resolve(self.name, self.alias)
+            return
+        except StoreError:
+            pass
+        deadline = time.monotonic() + self.cfg.bootstrap_timeout_s
+        attempt = 0
+        while True:
+            try:
+                index = self._get_json(f"/v1/models/{self.name}")
+                aliases = index.get("aliases", {})
+                stable, candidate = aliases.get("stable"), aliases.get("candidate")
+                if stable is None:
+                    raise SyncError(f"the central store has no {self.name}:stable")
+                entry, alias = stable, "stable"
+                if (candidate is not None and self.gateway_id in (candidate.get("gateways") or [])
+                        and candidate["version"] > stable["version"]):  # fmt: skip
+                    entry, alias = candidate, "candidate"
+                self._install(int(entry["version"]), None, None)
+                self.cache.set_alias(self.name, self.alias, int(entry["version"]))
+                logger.info("fetched %s v%s (%s) into the empty cache", self.name, entry["version"], alias)
+                return
+            except (SyncError, StoreError) as exc:
+                attempt += 1
+                delay = self._backoff(attempt)
+                if time.monotonic() + delay > deadline:
+                    raise ModelLoadError(f"no model in the cache, none fetched from {self.base_url}: {exc}") from None
+                logger.warning("cannot fetch a first model yet (%s); retrying in %.1f s", exc, delay)
+                time.sleep(delay)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="model-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+
+    def _run(self) -> None:
+        attempt = 0
+        last_target: tuple[int, str] | None = None
+        while not self._stop.is_set():
+            self._wake.clear()
+            target = self.target()
+            if target is None:
+                self._wake.wait()
+                continue
+            self.metrics.model_wanted_version.set(target.version)
+            key = (target.version, target.sha256)
+            if key != last_target:
+                attempt, last_target = 0, key
+            served = self.manager.current
+            if served is not None and served.version == target.version:
+                self._report(target, "serving")
+                attempt = 0
+                self._wake.wait()
+                continue
+            try:
+                self._report(target, "downloading")
+                self._take(target)
+                self.metrics.model_downloads.labels("ok").inc()
+                self._report(target, "serving")
+                attempt = 0
+            except SyncError as exc:
+                attempt += 1
+                delay = self._backoff(attempt)
+                self.metrics.model_downloads.labels("refused" if exc.refused else "failed").inc()
+                logger.error("%s v%s %s; still serving v%s, retry %d in %.1f s", self.name, target.version,
+                             exc, served.version if served else None, attempt, delay)  # fmt: skip
+                self._report(target, "retrying", str(exc))
+                self._wake.wait(delay)
+            except Exception as exc:  # never let the loop die: the gateway must keep following
+                logger.exception("model sync failed")
+                self._report(target, "retrying", f"internal error: {exc}")
+                self._wake.wait(self.cfg.retry_max_s)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.cfg.retry_max_s, self.cfg.retry_min_s * 2 ** (attempt - 1))
+        # Jitter, so that a fleet refused at once does not come back at once.
+        return base * random.uniform(0.8, 1.0)
+
+    def _take(self, target: Announcement) -> None:
+        try:
+            self._install(target.version, target.manifest_sha256, target.sha256)
+            self.cache.set_alias(self.name, self.alias, target.version)
+        except StoreError as exc:
+            raise SyncError(str(exc)) from None
+        result = self.manager.check(force=True)
+        if result.result == "failed":
+            raise SyncError(f"cannot be served: {result.error}", refused=True)
+
+    def _report(self, target: Announcement, state: str, error: str | None = None) -> None:
+        served = self.manager.current
+        self.state = GatewayModel(
+            name=self.name,
+            version=served.version if served else None,
+            sha256=served.sha256 if served else None,
+            wanted_version=target.version,
+            alias=target.alias,
+            state=state,  # type: ignore[arg-type]
+            error=error,
+            timestamp=time.time(),
+        )
+        if self.publisher is not None:
+            self.publisher.set_model_state(self.state)
+
+    # -- fetching --------------------------------------------------------------------------------
+
+    def _install(self, version: int, manifest_sha256: str | None, model_sha256: str | None) -> None:
+        """Put ``version`` into the cache, verified; the expected digests come from the announcement."""
+        if version in self._cached_versions():
+            problems = self.cache.verify(self.name, version)
+            cached = self.cache.version_dir(self.name, version) / MANIFEST_FILE
+            if not problems and (manifest_sha256 is None or sha256_file(cached) == manifest_sha256):
+                return
+            # Ours to repair: the cache is not the source of truth.
+            logger.warning("cached %s v%s does not match (%s); fetching it again", self.name, version,
+                           "; ".join(problems) or "another manifest")  # fmt: skip
+            shutil.rmtree(self.cache.version_dir(self.name, version))
+        staged = self.cache.staging_dir(self.name)
+        try:
+            raw = self._get_bytes(f"/v1/models/{self.name}/{version}/{MANIFEST_FILE}")
+            digest = hashlib.sha256(raw).hexdigest()
+            if manifest_sha256 is not None and digest != manifest_sha256:
+                raise SyncError("refused: manifest.json sha256 does not match the announcement", refused=True)
+            try:
+                manifest = Manifest.model_validate_json(raw)
+            except ValidationError:
+                raise SyncError("refused: manifest.json is not a valid manifest", refused=True) from None
+            if manifest.name != self.name or manifest.version != version:
+                raise SyncError(f"refused: manifest is {manifest.name} v{manifest.version}", refused=True)
+            model_entry = manifest.files.get(manifest.model_file)
+            if model_entry is None or (model_sha256 is not None and model_entry.sha256 != model_sha256):
+                raise SyncError(f"refused: {manifest.model_file} sha256 differs from the announcement", refused=True)
+            (staged / MANIFEST_FILE).write_bytes(raw)
+            for fname, entry in manifest.files.items():
+                if "/" in fname or fname.startswith("."):
+                    raise SyncError(f"refused: file name {fname!r}", refused=True)
+                size, sha = self._download(f"/v1/models/{self.name}/{version}/{fname}", staged / fname)
+                if size != entry.size or sha != entry.sha256:
+                    raise SyncError(f"refused: downloaded {fname} fails verification (sha256 mismatch, "
+                                    f"{size} bytes of {entry.size})", refused=True)  # fmt: skip
+            self.cache.install(self.name, version, staged)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+
+    def _cached_versions(self) -> list[int]:
+        try:
+            return self.cache.versions(self.name)
+        except StoreError:  # the model's directory does not exist in an empty cache
+            return []
+
+    def _open(self, path: str) -> http.client.HTTPResponse:
+        try:
+            return urllib.request.urlopen(self.base_url + path, timeout=self.cfg.timeout_s)
+        except urllib.error.HTTPError as exc:
+            raise SyncError(f"GET {path}: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise SyncError(f"GET {path}: {getattr(exc, 'reason', exc)}") from None
+
+    def _get_bytes(self, path: str) -> bytes:
+        with self._open(path) as resp:
+            try:
+                return resp.read()
+            except OSError as exc:
+                raise SyncError(f"GET {path}: {exc}") from None
+
+    def _get_json(self, path: str) -> dict:
+        try:
+            data = json.loads(self._get_bytes(path))
+        except ValueError:
+            raise SyncError(f"GET {path}: not JSON") from None
+        if not isinstance(data, dict):
+            raise SyncError(f"GET {path}: not a JSON object")
+        return data
+
+    def _download(self, path: str, dst: Path) -> tuple[int, str]:
+        digest, size = hashlib.sha256(), 0
+        with self._open(path) as resp, open(dst, "wb") as out:
+            try:
+                while chunk := resp.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            except OSError as exc:
+                raise SyncError(f"GET {path}: {exc}") from None
+        return size, digest.hexdigest()
+

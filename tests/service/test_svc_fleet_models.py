@@ -1,0 +1,248 @@
+"""Model distribution for real (DESIGN §7): mosquitto, `python -m model_store serve` and three
+`python -m service` gateways on loopback ports. Promote v2 centrally and all three serve it; one
+gateway whose downloads arrive corrupt refuses them, retries with backoff and keeps serving v1 while
+the other two swap; a staged rollout reaches the named gateway first."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from model_store import ModelStore
+from tests.service.conftest import needs_broker
+from tests.service.support import Mosquitto, Subscriber, copy_store, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+GATEWAYS = ("gw-a", "gw-b", "gw-c")
+# Generous: three services and a store server share two cores with whatever else runs.
+SWAP_BOUND_S = 45.0
+
+pytestmark = needs_broker
+
+
+class CorruptingProxy:
+    """An HTTP hop in front of the store server that, while `corrupt` is set, flips one byte of every
+    .onnx it relays: a bad cache, disk or network between the centre and one gateway."""
+
+    def __init__(self, upstream: str) -> None:
+        self.corrupt = threading.Event()
+        self.corrupted = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                try:
+                    with urllib.request.urlopen(upstream + self.path, timeout=10) as resp:
+                        status, body = resp.status, resp.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+                if proxy.corrupt.is_set() and self.path.endswith(".onnx") and body:
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    proxy.corrupted += 1
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {k: v for k, v in env.items() if not k.startswith("FER_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def publish_copy_of_v1(store: ModelStore) -> int:
+    """A new version with v1's files: a different version number is all a rollout needs to see."""
+    manifest = store.manifest("ean", 1)
+    vdir = store.version_dir("ean", 1)
+    return store.publish(manifest, {fname: vdir / fname for fname in manifest.files})
+
+
+def served(url: str) -> int | None:
+    try:
+        body = httpx.get(f"{url}/models", timeout=5).json()
+    except httpx.HTTPError:
+        return None
+    return body["served"]["version"] if body.get("served") else None
+
+
+def metric(url: str, name: str, labels: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def promote(central: Path, version: int, *extra: str) -> None:
+    subprocess.run([sys.executable, "-m", "model_store", "--root", str(central), "promote", "ean", str(version),
+                    *extra], cwd=REPO, check=True, capture_output=True, timeout=60)  # fmt: skip
+
+
+def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
+    broker = Mosquitto(tmp_path / "broker").start()
+    central = copy_store(tmp_path / "central")
+    store = ModelStore(central)
+    assert publish_copy_of_v1(store) == 2 and publish_copy_of_v1(store) == 3
+    store_port = free_port()
+    watch = Subscriber(broker.port, ("fer/models/#", "fer/gateways/+/model"))
+    urls = {gw: f"http://127.0.0.1:{free_port()}" for gw in GATEWAYS}
+    with contextlib.ExitStack() as stack:
+        stack.callback(broker.kill)
+        stack.callback(watch.close)
+        stack.enter_context(process(
+            [sys.executable, "-m", "model_store", "--root", str(central), "serve", "--port", str(store_port),
+             "--mqtt-host", "127.0.0.1", "--mqtt-port", str(broker.port), "--poll-s", "0.3"],
+            tmp_path / "store.log",
+        ))  # fmt: skip
+        store_url = f"http://127.0.0.1:{store_port}"
+        wait_until(lambda: _get_ok(f"{store_url}/healthz"), 30, what="store server")
+        proxy = CorruptingProxy(store_url)
+        stack.callback(proxy.close)
+        for gw in GATEWAYS:
+            config = {
+                "gateway_id": gw,
+                "state_dir": str(tmp_path / gw / "state"),
+                "api": {"host": "127.0.0.1", "port": int(urls[gw].rsplit(":", 1)[1]), "token": "t"},
+                "mqtt": {"port": broker.port, "reconnect_min_s": 1, "reconnect_max_s": 2},
+                # An empty cache: each gateway fetches its first model from the store at start-up.
+                "model": {"store": str(tmp_path / gw / "cache"), "watch_interval_s": 0.5},
+                "distribution": {"enabled": True, "url": proxy.url if gw == "gw-c" else store_url,
+                                 "retry_min_s": 0.5, "retry_max_s": 2},
+            }  # fmt: skip
+            path = tmp_path / f"{gw}.yaml"
+            path.write_text(yaml.safe_dump(config))
+            stack.enter_context(process([sys.executable, "-m", "service", "--config", str(path)],
+                                        tmp_path / f"{gw}.log"))  # fmt: skip
+        logs = {gw: tmp_path / f"{gw}.log" for gw in GATEWAYS}
+        try:
+            for gw in GATEWAYS:
+                wait_until(lambda gw=gw: _get_ok(f"{urls[gw]}/readyz"), 120, 0.2, what=f"{gw} ready")
+            assert {gw: served(urls[gw]) for gw in GATEWAYS} == dict.fromkeys(GATEWAYS, 1)
+            announced = watch.wait_for(lambda ms: watch.snapshot("fer/models/ean/stable"), what="announcement")
+            first = announced[-1].json()
+            assert first["version"] == 1 and first["sha256"] == store.manifest("ean", 1).files["model.onnx"].sha256
+
+            # v2 goes stable while gw-c's downloads arrive corrupt.
+            proxy.corrupt.set()
+            started = time.monotonic()
+            promote(central, 2)
+            wait_until(lambda: served(urls["gw-a"]) == 2 and served(urls["gw-b"]) == 2, SWAP_BOUND_S, 0.1,
+                       what="gw-a and gw-b on v2")  # fmt: skip
+            took = time.monotonic() - started
+            print(f"gw-a and gw-b serve v2 {took:.1f} s after the promote")
+            # gw-c refuses each corrupt copy, backs off, retries, and keeps serving v1 meanwhile.
+            wait_until(lambda: metric(urls["gw-c"], "fer_model_downloads_total", 'result="refused"') >= 3,
+                       30, 0.2, what="gw-c refusing and retrying")  # fmt: skip
+            assert served(urls["gw-c"]) == 1
+            assert httpx.get(f"{urls['gw-c']}/readyz", timeout=5).status_code == 200
+            state = watch.wait_for(lambda ms: [m for m in watch.snapshot("fer/gateways/gw-c/model")
+                                               if m.json()["state"] == "retrying"], what="gw-c retrying")[-1].json()
+            assert state["version"] == 1 and state["wanted_version"] == 2 and "sha256" in state["error"]
+            # Nothing of the refused copies is left in its cache.
+            assert sorted(p.name for p in (tmp_path / "gw-c" / "cache" / "ean").iterdir()) == [".lock", "1",
+                                                                                           "aliases.json"]
+            # The corruption ends: the next retry takes v2.
+            proxy.corrupt.clear()
+            wait_until(lambda: served(urls["gw-c"]) == 2, 30, 0.1, what="gw-c on v2 once downloads are good")
+            assert metric(urls["gw-a"], "fer_model_downloads_total", 'result="refused"') == 0
+
+            # Staged rollout: v3 as candidate for gw-b only; the others stay on stable v2.
+            promote(central, 3, "--alias", "candidate", "--gateways", "gw-b")
+            wait_until(lambda: served(urls["gw-b"]) == 3, SWAP_BOUND_S, 0.1, what="gw-b on candidate v3")
+            time.sleep(2.0)
+            assert (served(urls["gw-a"]), served(urls["gw-c"])) == (2, 2)
+            # Then stable moves for all.
+            promote(central, 3)
+            wait_until(lambda: all(served(urls[gw]) == 3 for gw in GATEWAYS), SWAP_BOUND_S, 0.1, what="all on v3")
+            states = {gw: watch.snapshot(f"fer/gateways/{gw}/model")[-1].json() for gw in GATEWAYS}
+            assert all(s["state"] == "serving" and s["version"] == 3 for s in states.values()), states
+        except BaseException:
+            for gw, log in logs.items():
+                print(f"--- {gw}\n{log.read_text()[-3000:]}")
+            print(f"--- store\n{(tmp_path / 'store.log').read_text()[-2000:]}")
+            raise
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_store_server_is_read_only_and_serves_sha256_etags(tmp_path: Path) -> None:
+    central = copy_store(tmp_path / "central")
+    store = ModelStore(central)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process([sys.executable, "-m", "model_store", "--root", str(central), "serve", "--port", str(port)],
+                 tmp_path / "store.log"):  # fmt: skip
+        wait_until(lambda: _get_ok(f"{url}/healthz"), 30, what="store server")
+        index = httpx.get(f"{url}/v1/models/ean").json()
+        assert index["versions"] == [1] and index["aliases"]["stable"] == {"version": 1, "gateways": None}
+        entry = store.manifest("ean", 1).files["model.onnx"]
+        resp = httpx.get(f"{url}/v1/models/ean/1/model.onnx")
+        assert resp.status_code == 200 and len(resp.content) == entry.size
+        assert resp.headers["etag"] == f'"{entry.sha256}"' and resp.headers["x-checksum-sha256"] == entry.sha256
+        again = httpx.get(f"{url}/v1/models/ean/1/model.onnx", headers={"If-None-Match": resp.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+        head = httpx.head(f"{url}/v1/models/ean/1/model.onnx")
+        assert head.status_code == 200 and head.headers["content-length"] == str(entry.size)
+        manifest = httpx.get(f"{url}/v1/models/ean/1/manifest.json")
+        assert json.loads(manifest.content)["version"] == 1
+        # Only the store's own layout is reachable, and nothing can be written.
+        for path in ("/v1/models/ean/1/.lock", "/v1/models/ean/aliases.json", "/v1/models/ean/1/../aliases.json",
+                     "/v1/models/ean/9/model.onnx", "/v1/models/nope", "/etc/passwd"):  # fmt: skip
+            bad = httpx.get(url + path)
+            assert bad.status_code == 404, path
+            assert set(bad.json()["error"]) == {"code", "message"}
+        for method in ("POST", "PUT", "DELETE"):
+            refused = httpx.request(method, f"{url}/v1/models/ean/1/model.onnx", content=b"x")
+            assert refused.status_code == 405 and refused.json()["error"]["code"] == "method_not_allowed"
+        assert store.verify("ean", 1) == []
+
+
+@pytest.mark.parametrize("gateways", [["gw-b"], None])
+def test_promote_records_which_gateways_take_an_alias(tmp_path: Path, gateways: list[str] | None) -> None:
+    store = ModelStore(copy_store(tmp_path / "central"))
+    v2 = publish_copy_of_v1(store)
+    store.set_alias("ean", "candidate", v2, gateways)
+    assert store.aliases("ean")["candidate"] == v2
+    assert store.alias_gateways("ean") == ({"candidate": ["gw-b"]} if gateways else {})
