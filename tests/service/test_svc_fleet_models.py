@@ -155,6 +155,8 @@ def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
             for gw in GATEWAYS:
                 wait_until(lambda gw=gw: _get_ok(f"{urls[gw]}/readyz"), 120, 0.2, what=f"{gw} ready")
             assert {gw: served(urls[gw]) for gw in GATEWAYS} == dict.fromkeys(GATEWAYS, 1)
+            ready = httpx.get(f"{urls['gw-b']}/readyz", timeout=5).json()
+            assert ready["gateway"] == "gw-b" and ready["camera_clashes"] == {}
             announced = watch.wait_for(lambda ms: watch.snapshot("fer/models/ean/stable"), what="announcement")
             first = announced[-1].json()
             assert first["version"] == 1 and first["sha256"] == store.manifest("ean", 1).files["model.onnx"].sha256
@@ -246,3 +248,45 @@ def test_promote_records_which_gateways_take_an_alias(tmp_path: Path, gateways: 
     store.set_alias("ean", "candidate", v2, gateways)
     assert store.aliases("ean")["candidate"] == v2
     assert store.alias_gateways("ean") == ({"candidate": ["gw-b"]} if gateways else {})
+
+
+def fleet_settings(make_settings: Any, cache: Path, url: str, **distribution: Any) -> Any:
+    return make_settings(
+        gateway_id="gw-a",
+        mqtt={"enabled": True, "port": free_port()},  # no broker: announcements never come
+        model={"store": str(cache)},
+        distribution={"enabled": True, "url": url, "retry_min_s": 0.1, "retry_max_s": 0.2, **distribution},
+    )
+
+
+def test_an_empty_cache_and_no_store_server_fail_the_start_in_one_line(tmp_path: Path, make_settings: Any) -> None:
+    from service.models import ModelLoadError
+    from service.runtime import Runtime
+
+    settings = fleet_settings(make_settings, tmp_path / "cache", f"http://127.0.0.1:{free_port()}",
+                              bootstrap_timeout_s=1)  # fmt: skip
+    runtime = Runtime(settings)
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match="no model in the cache, none fetched from http://127"):
+        runtime.start()
+    assert time.monotonic() - started < 10
+    runtime.stop()
+
+
+def test_a_cached_model_serves_while_the_store_server_is_down(tmp_path: Path, make_settings: Any) -> None:
+    from service.runtime import Runtime
+
+    cache = copy_store(tmp_path / "cache")
+    runtime = Runtime(fleet_settings(make_settings, cache, f"http://127.0.0.1:{free_port()}"))
+    runtime.start()
+    try:
+        assert runtime.ready and runtime.models.require().version == 1
+    finally:
+        runtime.stop()
+
+
+def test_settings_refuse_distribution_without_a_url_or_without_mqtt(make_settings: Any) -> None:
+    with pytest.raises(ValueError, match=r"distribution\.url is required"):
+        make_settings(mqtt={"enabled": True}, distribution={"enabled": True})
+    with pytest.raises(ValueError, match="distribution needs mqtt"):
+        make_settings(distribution={"enabled": True, "url": "http://store:8500"})
