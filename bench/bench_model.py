@@ -1,4 +1,4 @@
-"""Params, MACs and ONNX Runtime per-face latency of the shipped EAN student and two reference shapes.
+"""Params, MACs and ONNX Runtime per-face latency of every shipped EAN version and two reference shapes.
 
     python bench/bench_model.py [--store model_store/seed] [--repeats 200]
 
@@ -160,21 +160,15 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = ModelStore(args.store)
-    version = store.resolve(args.model, "stable")
-    manifest = store.manifest(args.model, version)
-    vdir = store.version_dir(args.model, version)
-    rows = [
-        (
-            f"EAN student v{version} (shipped)",
-            manifest.metrics.params,
-            manifest.metrics.macs,
-            vdir / manifest.model_file,
-        )
-    ]
-    for name, variant in manifest.variants.items():
-        rows.append(
-            (f"EAN student v{version} ({name})", manifest.metrics.params, manifest.metrics.macs, vdir / variant.file)
-        )
+    stable = store.resolve(args.model, "stable")
+    rows = []
+    for version in store.versions(args.model):
+        manifest = store.manifest(args.model, version)
+        vdir = store.version_dir(args.model, version)
+        tag = f"EAN v{version}{' (stable)' if version == stable else ''}"
+        rows.append((tag, manifest.metrics.params, manifest.metrics.macs, vdir / manifest.model_file))
+        for name, variant in manifest.variants.items():
+            rows.append((f"EAN v{version} {name}", manifest.metrics.params, manifest.metrics.macs, vdir / variant.file))
     with tempfile.TemporaryDirectory() as tmp:
         for name, factory in (("mini-Xception shape", mini_xception), ("MobileNetV3-small shape", mobilenet_v3_small)):
             model = factory()

@@ -9,6 +9,7 @@
 ``fit`` trains round 0 and the T-S rounds, then does what ``publish`` does: export the best round,
 measure the served graph, write the reports and, with ``--store``, publish through the stable gate.
 ``control`` trains each round again on cross-entropy alone from the same start (bench/ts_gain.py).
+Both train data-parallel under torchrun (``torchrun --standalone --nproc_per_node=N -m trainer fit …``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 from model_store import StoreError
 from trainer.config import ConfigError, TrainConfig, load_config
 from trainer.data import DataError, load_split
+from trainer.distributed import close_world, is_main_process
 from trainer.export import ExportError
 from trainer.publish import RunError, publish_run
 from trainer.train import control, fit
@@ -53,9 +55,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     size = cfg.student.in_size
     train, val = load_split(args.data, "train", size), load_split(args.data, "val", size)
     print(f"data: {len(train)} train, {len(val)} val faces from {args.data}", flush=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    if is_main_process():
+        (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     t0 = time.perf_counter()
     fit(train, val, cfg, out, rounds=args.only_rounds)
+    close_world()
+    if not is_main_process():
+        return 0
     return publish_run(out, train, val, cfg, store=args.store, force_promote=args.force_promote,
                        train_wall_s=time.perf_counter() - t0, data_name=Path(args.data).resolve().name)
 
@@ -68,6 +74,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     size = cfg.student.in_size
     train, val = load_split(args.data, "train", size), load_split(args.data, "val", size)
     control(train, val, cfg, run, out, args.only_rounds or list(range(1, cfg.rounds + 1)))
+    close_world()
     return 0
 
 

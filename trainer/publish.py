@@ -22,11 +22,12 @@ from model_store import (
 )
 from trainer.config import TrainConfig
 from trainer.data import LABELS, Split
+from trainer.distributed import pick_device
 from trainer.evaluate import int8_gate, served_score
 from trainer.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from trainer.model import PIXEL_MEAN, PIXEL_STD, count_macs, count_params
 from trainer.report import plot_confusion, plot_learning_curves, write_json
-from trainer.train import load_checkpoint, pick_device
+from trainer.train import load_checkpoint
 
 
 class RunError(Exception):

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from trainer.config import AugmentConfig, EANConfig, TrainConfig
 from trainer.data import Split
 from trainer.distill import kd_loss, soft_labels
+from trainer.distributed import ONE_PROCESS, World, init_world
 from trainer.model import EAN
 from trainer.teacher import StoreTeacher
 
@@ -39,14 +40,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no GPU")
-    return torch.device(name)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, aug: AugmentConfig) -> torch.Tensor:
@@ -160,26 +153,37 @@ def train_round(
     teachers: list[nn.Module | StoreTeacher],
     round_seed: int,
     desc: str,
+    world: World = ONE_PROCESS,
 ) -> list[dict]:
-    """One round on ``opt`` (whose momentum carries over between rounds of one student)."""
-    torch.manual_seed(round_seed)  # dropout draws from the global generator: same draws in a round's control
-    gen = torch.Generator(device=device).manual_seed(round_seed)
-    cpu_gen = torch.Generator().manual_seed(round_seed)
+    """One round on ``opt`` (whose momentum carries over between rounds of one student).
+
+    Under torchrun each rank takes its shard of the epoch and ``batch_size / world`` faces a step,
+    so the effective batch, the step count and the schedule are those of one process.
+    """
+    # Dropout draws from the global generator: seeded, a round and its control draw alike.
+    torch.manual_seed(round_seed + 100_003 * world.rank)
+    gen = torch.Generator(device=device).manual_seed(round_seed + 100_003 * world.rank)
+    cpu_gen = torch.Generator().manual_seed(round_seed)  # the same epoch order on every rank, then sharded
     x_all = torch.from_numpy(train.x)[:, None]
     y_all = torch.from_numpy(train.y)
     votes = torch.from_numpy(train.votes) if train.votes is not None and cfg.ferplus_weight > 0 else None
-    steps = math.ceil(len(train) / cfg.batch_size)
+    batch = max(1, cfg.batch_size // world.size)
+    steps = math.ceil((len(train) // world.size) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peak_lr, total_steps=epochs * steps, pct_start=0.15)
+    step_model: nn.Module = model
+    if world.size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     for t in teachers:
         t.eval()
     history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=not world.is_main)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(train), generator=cpu_gen)
-        total, seen = 0.0, 0
+        order = world.shard(torch.randperm(len(train), generator=cpu_gen))
+        total, seen, t0 = 0.0, 0, time.perf_counter()
         for i in range(steps):
-            idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            idx = order[i * batch : (i + 1) * batch]
             xb = augment(x_all[idx].to(device, non_blocking=True).float(), gen, cfg.augment)
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -189,16 +193,20 @@ def train_round(
                 vb = votes[idx].to(device)
                 has = vb.sum(1, keepdim=True) > 0
                 soft = torch.where(has, (1 - cfg.ferplus_weight) * soft + cfg.ferplus_weight * vb, soft)
-            loss = kd_loss(model(xb), soft, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
+            loss = kd_loss(step_model(xb), soft, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += loss.item() * len(idx)
             seen += len(idx)
-        ev = evaluate(model, val, device, tta=False)
-        history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": ev.accuracy})
-        bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{ev.accuracy:.4f}")
+        images_per_s = seen * world.size / (time.perf_counter() - t0)
+        if world.is_main:
+            ev = evaluate(model, val, device, tta=False)
+            history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": ev.accuracy,
+                            "images_per_s": round(images_per_s, 1)})
+            bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{ev.accuracy:.4f}")
+        world.barrier()
     return history
 
 
@@ -263,26 +271,31 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
     ``rounds`` trains only those rounds, taking earlier ones from ``out`` (a resumed run).
     """
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    world, device = init_world(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     info = {"device": device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
-    (out / "run.json").write_text(json.dumps(info, indent=1))
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "processes": world.size}
+    if world.is_main:
+        (out / "run.json").write_text(json.dumps(info, indent=1))
     wanted = set(rounds) if rounds is not None else set(range(cfg.rounds + 1))
     results: list[RoundResult] = []
     log = out / "rounds.json"
     done = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() and rounds is not None else {}
 
     def finish(result: RoundResult, opt: torch.optim.Optimizer | None) -> None:
+        results.append(result)
+        if not world.is_main:
+            world.barrier()  # rank 0 writes the checkpoint the next round may start from
+            return
         result.evaluation = evaluate(result.model, val, device)
         if isinstance(result.model, EAN):  # a store teacher stays in its store
             save_checkpoint(out / f"round{result.round}.pt", result.model, opt)
-        results.append(result)
         summary = {r["round"]: r for r in [*done.values(), *(x.as_dict() for x in results)]}
         log.write_text(json.dumps([summary[k] for k in sorted(summary)], indent=1))
         tqdm.write(f"round {result.round} ({result.kind}): val {result.evaluation.accuracy:.4f} "
                    f"(flip TTA {result.evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
+        world.barrier()
 
     for rnd in range(cfg.rounds + 1):
         if rnd == 0 and cfg.teacher_store is not None:
@@ -293,7 +306,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         if rnd not in wanted:
             model, _ = load_checkpoint(out / f"round{rnd}.pt", device)
             kind = done.get(rnd, {}).get("kind", "kd")
-            results.append(RoundResult(rnd, kind, model, 0, [], evaluate(model, val, device, tta=False)))
+            results.append(RoundResult(rnd, kind, model, 0, []))
             continue
         t0 = time.perf_counter()
         if rnd == 0:
@@ -308,7 +321,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
             teachers = [r.model for r in results] if cfg.teacher_set == "ensemble" else [results[-1].model]
         epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
         history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
-                              _round_seed(cfg, rnd), f"round {rnd} ({kind})")
+                              _round_seed(cfg, rnd), f"round {rnd} ({kind})", world)
         finish(RoundResult(rnd, kind, model, epochs, history, wall_time_s=time.perf_counter() - t0), opt)
     return results
 
@@ -316,7 +329,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
 def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path, rounds: list[int]) -> list[dict]:
     """Each T-S round again on cross-entropy alone, from the same start (``ts_run``'s checkpoints)."""
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
+    world, device = init_world(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     log = out / "control.json"
@@ -327,7 +340,9 @@ def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path,
         t0 = time.perf_counter()
         model, opt = _start(cfg, rnd, ts_run, device)
         history = train_round(model, opt, round_lr(cfg, rnd), cfg.round_k.epochs, train, val, cfg, device, [],
-                              _round_seed(cfg, rnd), f"round {rnd} (control)")
+                              _round_seed(cfg, rnd), f"round {rnd} (control)", world)
+        if not world.is_main:
+            continue
         result = RoundResult(rnd, "control", model, cfg.round_k.epochs, history, evaluate(model, val, device),
                              time.perf_counter() - t0)
         save_checkpoint(out / f"control{rnd}.pt", model)
