@@ -1,0 +1,108 @@
+"""The gateway's side of model distribution in one process, against a real broker and a real store
+server: a malformed announcement is ignored, a corrupt cached copy is fetched again, and the store's
+announcer re-announces after the broker lost its retained messages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_store import ModelStore
+from model_store.distribution import Announcer, StoreHTTPServer, announcement
+from service.runtime import Runtime
+from tests.service.conftest import needs_broker
+from tests.service.support import Mosquitto, Subscriber, copy_store, wait_until
+from tests.service.test_svc_fleet_models import publish_copy_of_v1
+
+pytestmark = needs_broker
+
+
+@pytest.fixture
+def central(tmp_path: Path) -> Iterator[tuple[ModelStore, str]]:
+    store = ModelStore(copy_store(tmp_path / "central"))
+    publish_copy_of_v1(store)
+    server = StoreHTTPServer(store, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield store, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bad_announcements_are_ignored_and_a_corrupt_cached_copy_is_fetched_again(
+    tmp_path: Path, broker: Mosquitto, central: tuple[ModelStore, str], make_settings: Any
+) -> None:
+    store, url = central
+    # The cache already holds v1 and a copy of v2 whose model file rotted on disk.
+    cache = copy_store(tmp_path / "cache")
+    cache_store = ModelStore(cache)
+    publish_copy_of_v1(cache_store)
+    rotten = cache / "ean" / "2" / "model.onnx"
+    rotten.chmod(0o644)
+    rotten.write_bytes(b"\0" + rotten.read_bytes()[1:])
+    settings = make_settings(
+        gateway_id="gw-a",
+        mqtt={"enabled": True, "port": broker.port},
+        model={"store": str(cache), "watch_interval_s": 0.2},
+        distribution={"enabled": True, "url": url, "retry_min_s": 0.2, "retry_max_s": 0.5},
+    )
+    runtime = Runtime(settings)
+    runtime.start()
+    pub = Subscriber(broker.port, ("fer/gateways/gw-a/model",))
+    try:
+        wait_until(lambda: runtime.publisher.connected and pub.connected.is_set(), 10, what="connected")
+        pub.client.publish("fer/models/ean/stable", b"{not json", qos=1, retain=True).wait_for_publish(5)
+        wrong = announcement(store, "ean", "stable").model_copy(update={"name": "other"})
+        pub.client.publish("fer/models/ean/stable", wrong.model_dump_json().encode(), qos=1).wait_for_publish(5)
+        pub.client.publish("fer/models/ean/candidate", b"", qos=1, retain=True).wait_for_publish(5)
+        threading.Event().wait(1.0)
+        assert runtime.models.require().version == 1
+        assert runtime.sync is not None and runtime.sync.target() is None
+
+        store.set_alias("ean", "stable", 2)
+        notice = announcement(store, "ean", "stable")
+        pub.client.publish("fer/models/ean/stable", notice.model_dump_json().encode(), qos=1, retain=True)
+        wait_until(lambda: runtime.models.require().version == 2, 20, what="v2 served")
+        assert cache_store.verify("ean", 2) == []
+        state = pub.wait_for(lambda ms: [m for m in ms if m.json()["state"] == "serving" and m.json()["version"] == 2])
+        assert state[-1].json()["gateway"] == "gw-a"
+        assert runtime.metrics.model_downloads.labels("ok")._value.get() == 1
+    finally:
+        pub.close()
+        runtime.stop()
+
+
+def test_the_announcer_announces_again_after_the_broker_lost_its_retained_messages(
+    tmp_path: Path, central: tuple[ModelStore, str]
+) -> None:
+    store, _ = central
+    broker = Mosquitto(tmp_path / "broker").start()  # persistence off: a restart forgets everything
+    announcer = Announcer(store, "127.0.0.1", broker.port, poll_s=0.2)
+    announcer.start()
+    try:
+        first = Subscriber(broker.port, ("fer/models/#",))
+        got = first.wait_for(lambda ms: {m.topic for m in ms} >= {"fer/models/ean/stable", "fer/models/ean/candidate"}
+                             and ms, what="both aliases")  # fmt: skip
+        assert {m.topic: m.json()["version"] for m in got} == {"fer/models/ean/stable": 1,
+                                                                "fer/models/ean/candidate": 1}  # fmt: skip
+        store.set_alias("ean", "candidate", 2, ["gw-b"])
+        first.wait_for(lambda ms: [m for m in first.snapshot("fer/models/ean/candidate") if m.json()["version"] == 2],
+                       what="candidate v2 announced")  # fmt: skip
+        first.close()
+        broker.kill()
+        broker.start()
+        late = Subscriber(broker.port, ("fer/models/ean/candidate", "fer/models/ean/stable"))
+        # Live or retained, depending on who reconnects first; only a re-announcement can bring them.
+        got = late.wait_for(lambda ms: len({m.topic for m in ms}) == 2 and ms, 20, what="re-announced aliases")
+        notice = [m for m in got if m.topic.endswith("candidate")][-1].json()
+        assert notice["version"] == 2 and notice["gateways"] == ["gw-b"]
+        assert notice["sha256"] == store.manifest("ean", 2).files["model.onnx"].sha256
+        late.close()
+    finally:
+        announcer.stop()
+        broker.kill()
