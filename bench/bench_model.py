@@ -2,8 +2,9 @@
 
     python bench/bench_model.py [--store model_store/seed] [--repeats 200]
 
-The references (a mini-Xception-shaped and a MobileNetV3-small-shaped network, both for 48×48
-grayscale input and 7 classes) use random weights: latency does not depend on them. Every model is
+The shipped config's student shape with each placement of the ECA gates, and the references (a
+mini-Xception-shaped and a MobileNetV3-small-shaped network, both for 48×48 grayscale input and 7
+classes) use random weights: latency does not depend on them. Every model is
 timed at one intra-op thread, at batch 1 and batch 32, through the same uint8 → probabilities graph.
 """
 
@@ -20,8 +21,9 @@ import torch
 from torch import nn
 
 from model_store import ModelStore
+from trainer.config import load_config
 from trainer.export import INPUT_NAME, OUTPUT_NAME, Deployable
-from trainer.model import count_macs, count_params
+from trainer.model import EAN, count_macs, count_params
 
 
 def _sep(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--store", default="model_store/seed")
     parser.add_argument("--model", default="ean")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--config", default="trainer/configs/fer2013.yaml", help="for the ECA placement rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = ModelStore(args.store)
@@ -170,15 +173,22 @@ def main() -> None:
         for name, variant in manifest.variants.items():
             rows.append((f"EAN v{version} {name}", manifest.metrics.params, manifest.metrics.macs, vdir / variant.file))
     with tempfile.TemporaryDirectory() as tmp:
-        for name, factory in (("mini-Xception shape", mini_xception), ("MobileNetV3-small shape", mobilenet_v3_small)):
+        # Where the ECA gates sit, on the shipped config's student shape (the v2 ablation).
+        student = load_config(args.config).student
+        placements = (("every block", {"eca": "every_block"}), ("stage_end from 2", {"eca": "stage_end"}),
+                      ("pooled features only", {"eca": "head"}))
+        shapes = [(f"student shape, ECA {tag}", lambda u=update: EAN(student.model_copy(update=u)))
+                  for tag, update in placements]
+        shapes += [("mini-Xception shape", mini_xception), ("MobileNetV3-small shape", mobilenet_v3_small)]
+        for i, (name, factory) in enumerate(shapes):
             model = factory()
-            path = Path(tmp) / f"{name.split()[0]}.onnx"
+            path = Path(tmp) / f"ref{i}.onnx"
             export(model, path)
             rows.append((name, count_params(model), count_macs(model), path))
-        print(f"{'model':34} {'params':>9} {'MACs':>11} {'ms/face b=1':>12} {'ms/face b=32':>13}")
+        print(f"{'model':42} {'params':>9} {'MACs':>11} {'ms/face b=1':>12} {'ms/face b=32':>13}")
         for name, params, macs, path in rows:
             b1, b32 = latency_ms(path, 1, args.repeats), latency_ms(path, 32, max(20, args.repeats // 8))
-            print(f"{name:34} {params:>9,} {macs:>11,} {b1:>12.3f} {b32:>13.3f}")
+            print(f"{name:42} {params:>9,} {macs:>11,} {b1:>12.3f} {b32:>13.3f}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def models(runtime: RuntimeDep) -> dict[str, Any]:
             "sha256": model.sha256,
             "labels": model.labels,
             "input": m.input.model_dump(),
+            "output": m.output.model_dump(),
+            "crop_policy": m.crop_policy,
             "crop_margin": m.crop_margin,
             "val_accuracy": m.metrics.val_accuracy,
             "created_at": m.created_at.isoformat(),
