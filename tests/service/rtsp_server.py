@@ -12,6 +12,7 @@ as cameras do). "ready" on stdout says the port is bound.
 """
 
 import argparse
+import os
 import signal
 import sys
 
@@ -75,6 +76,16 @@ def main() -> None:
         sys.exit(f"cannot bind 127.0.0.1:{args.port}")
     loop = GLib.MainLoop()
     GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, loop.quit)
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        # A test or benchmark killed before it could stop us must not leave a camera running.
+        if os.getppid() != parent:
+            loop.quit()
+            return False
+        return True
+
+    GLib.timeout_add_seconds(1, orphaned)
     print("ready", flush=True)
     loop.run()
 
