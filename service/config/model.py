@@ -20,19 +20,27 @@ class ModelConfig(Strict):
 
 
 class DetectorConfig(Strict):
-    kind: str | None = Field(None, pattern=r"^(haar|yunet)$", description="yunet when yunet_model is set, else haar")
-    haar_cascade: Path | None = Field(None, description="cascade XML; OpenCV's bundled frontal-face one when unset")
-    yunet_model: Path | None = Field(None, description="YuNet ONNX file for cv2.FaceDetectorYN")
-    scale_factor: float = Field(1.1, gt=1.0, le=2.0)
-    min_neighbors: int = Field(5, ge=0, le=50)
+    kind: str | None = Field(
+        None,
+        pattern=r"^(yunet|opencv_yunet|haar)$",
+        description="yunet (onnxruntime) unless only yunet_model is set, which keeps cv2.FaceDetectorYN",
+    )
+    yunet_model: Path | None = Field(
+        None, description="a YuNet ONNX file (OpenCV-zoo 2023mar outputs); the shipped one when unset"
+    )
+    score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet: sqrt(cls·obj) a face must reach")
     min_face: int = Field(24, ge=8, description="smallest face, in detection-size pixels")
-    score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet only")
+    threads: int = Field(1, ge=1, le=64, description="YuNet: onnxruntime intra-op threads per detector")
+    haar_cascade: Path | None = Field(None, description="cascade XML; OpenCV's bundled frontal-face one when unset")
+    scale_factor: float = Field(1.1, gt=1.0, le=2.0, description="Haar only")
+    min_neighbors: int = Field(5, ge=0, le=50, description="Haar only")
 
     @property
     def resolved_kind(self) -> str:
         if self.kind:
             return self.kind
-        return "yunet" if self.yunet_model else "haar"
+        # Before the onnxruntime detector, a yunet_model alone meant cv2.FaceDetectorYN.
+        return "opencv_yunet" if self.yunet_model else "yunet"
 
 
 class TrackingConfig(Strict):

@@ -306,3 +306,33 @@ def copy_store(dst: Path) -> Path:
     """The seed store, copied so a test can publish into it (temporary publish dirs are skipped)."""
     shutil.copytree(SEED_STORE, dst, ignore=shutil.ignore_patterns(".tmp-*", ".aliases-*"))
     return dst
+
+
+# The astronaut's face inside face_crop(), as YuNet and yuface box it: x, y, w, h.
+FACE_IN_CROP = (74, 63, 89, 112)
+
+
+def pasted_face_frame(face_width: int, x: int = 320, y: int = 240, width: int = 640, height: int = 480) -> tuple[
+    np.ndarray, tuple[int, int, int, int]
+]:
+    """The astronaut's head pasted into a face-free 640×480 scene so that her face is ``face_width``
+    pixels wide and centred on (x, y); returns the frame and where the face is."""
+    from service.demo import background
+
+    frame = background(width, height)
+    crop = face_crop()
+    scale = face_width / FACE_IN_CROP[2]
+    side = round(crop.shape[0] * scale)
+    head = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    fx, fy, fw, fh = (round(v * scale) for v in FACE_IN_CROP)
+    left, top = x - fx - fw // 2, y - fy - fh // 2
+    x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + side, width), min(top + side, height)
+    frame[y0:y1, x0:x1] = head[y0 - top : y1 - top, x0 - left : x1 - left]
+    return frame, (left + fx, top + fy, fw, fh)
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)

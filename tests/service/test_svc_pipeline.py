@@ -60,12 +60,15 @@ def test_crop_keeps_the_face_centred_at_the_edge() -> None:
     assert crop.shape == (40, 40) and crop[20, 20] == 255
 
 
-def test_detector_finds_the_real_face_and_yunet_needs_its_model(tmp_path: Path) -> None:
-    boxes = detect_scaled(make_detector(DetectorConfig()), one_face_frame(), 320, 240)
+def test_haar_still_finds_the_real_face_and_a_yunet_file_must_exist(tmp_path: Path) -> None:
+    boxes = detect_scaled(make_detector(DetectorConfig(kind="haar")), one_face_frame(), 320, 240)
     assert len(boxes) == 1 and boxes[0].score is None
-    with pytest.raises(DetectorError, match="YuNet model"):
-        make_detector(DetectorConfig(yunet_model=tmp_path / "missing.onnx"))
-    assert DetectorConfig(yunet_model=tmp_path / "y.onnx").resolved_kind == "yunet"
+    for kind in ("yunet", "opencv_yunet"):
+        with pytest.raises(DetectorError, match="YuNet model"):
+            make_detector(DetectorConfig(kind=kind, yunet_model=tmp_path / "missing.onnx"))
+    # A config that names only a YuNet file keeps meaning cv2.FaceDetectorYN, as it did before.
+    assert DetectorConfig(yunet_model=tmp_path / "y.onnx").resolved_kind == "opencv_yunet"
+    assert DetectorConfig().resolved_kind == "yunet"
 
 
 def test_mailbox_counts_drops_only_while_the_analyser_is_busy() -> None:

@@ -1,0 +1,89 @@
+"""The default face detector: YuNet under onnxruntime with the shipped model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.config import DetectorConfig
+from service.demo import background
+from service.pipeline.detect import DetectorError, YuNetDetector, detect_scaled, make_detector
+from service.pipeline.yunet import BUNDLED_MODEL, YuNetSession
+from tests.service.support import astronaut_bgr, iou, pasted_face_frame
+
+
+@pytest.fixture(scope="module")
+def detector() -> YuNetDetector:
+    det = make_detector(DetectorConfig())
+    assert isinstance(det, YuNetDetector)
+    return det
+
+
+def test_finds_the_astronauts_face_with_a_score(detector: YuNetDetector) -> None:
+    boxes = detector.detect(astronaut_bgr())
+    assert len(boxes) == 1
+    b = boxes[0]
+    # Where yuface's own C++ puts it (tests/tools/test_yunet_build.py checks the two agree).
+    assert iou((b.x, b.y, b.w, b.h), (178, 63, 89, 112)) > 0.8
+    assert b.score is not None and b.score > 0.9
+
+
+@pytest.mark.parametrize("size", [56, 120])
+def test_finds_a_pasted_face(detector: YuNetDetector, size: int) -> None:
+    for x, y in ((160, 200), (420, 260)):
+        frame, truth = pasted_face_frame(size, x, y)
+        boxes = detector.detect(frame)
+        assert len(boxes) == 1, (size, x, y, boxes)
+        b = boxes[0]
+        assert iou((b.x, b.y, b.w, b.h), truth) > 0.5, (b, truth)
+
+
+def test_finds_nothing_on_a_blank_or_face_free_frame(detector: YuNetDetector) -> None:
+    assert detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
+    assert detector.detect(np.full((480, 640, 3), 200, np.uint8)) == []
+    assert detector.detect(background(640, 480)) == []
+
+
+def test_odd_sizes_grey_images_and_scaling_map_back(detector: YuNetDetector) -> None:
+    frame, truth = pasted_face_frame(120, 330, 250)
+    # Not a multiple of 32: the input is padded, and the boxes stay inside the image.
+    odd = frame[:461, :613]
+    (b,) = detector.detect(odd)
+    assert iou((b.x, b.y, b.w, b.h), truth) > 0.5 and b.x + b.w <= 613 and b.y + b.h <= 461
+    (g,) = detector.detect(frame.mean(axis=2).astype(np.uint8))
+    assert iou((g.x, g.y, g.w, g.h), truth) > 0.5
+    (s,) = detect_scaled(detector, frame, 320, 240)
+    assert iou((s.x, s.y, s.w, s.h), truth) > 0.5
+
+
+def test_min_face_and_threshold_come_from_config() -> None:
+    frame, _ = pasted_face_frame(56)
+    assert make_detector(DetectorConfig(min_face=80)).detect(frame) == []
+    assert make_detector(DetectorConfig(score_threshold=0.99)).detect(frame) == []
+    assert len(make_detector(DetectorConfig(min_face=40)).detect(frame)) == 1
+
+
+def test_landmarks_sit_on_the_face() -> None:
+    frame, (x, y, w, h) = pasted_face_frame(120, 320, 240)
+    (face,) = YuNetSession().detect(frame, 0.5)
+    lm = face.landmarks
+    assert lm.shape == (5, 2)
+    assert ((lm[:, 0] > x) & (lm[:, 0] < x + w) & (lm[:, 1] > y) & (lm[:, 1] < y + h)).all()
+    # Right eye (image left), left eye, nose, mouth corners: eyes above the nose above the mouth.
+    assert lm[0, 0] < lm[1, 0] and max(lm[0, 1], lm[1, 1]) < lm[2, 1] < min(lm[3, 1], lm[4, 1])
+
+
+def test_opencv_runs_the_shipped_file_too_and_agrees() -> None:
+    frame, _ = pasted_face_frame(120, 300, 240)
+    (cv,) = make_detector(DetectorConfig(kind="opencv_yunet", yunet_model=BUNDLED_MODEL)).detect(frame)
+    (ort,) = make_detector(DetectorConfig()).detect(frame)
+    assert abs(cv.x - ort.x) <= 1 and abs(cv.w - ort.w) <= 1 and abs(cv.score - ort.score) < 0.01
+
+
+def test_a_file_that_is_not_a_model_is_a_typed_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(DetectorError, match="cannot load YuNet model"):
+        make_detector(DetectorConfig(yunet_model=bad, kind="yunet"))
