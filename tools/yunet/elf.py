@@ -51,9 +51,7 @@ class ElfImage:
         shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
         raw = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
         names = raw[shstrndx]
-        self.sections = [
-            Section(self._cstr(names[4] + r[0]), r[1], r[3], r[4], r[5], r[6], r[9]) for r in raw
-        ]
+        self.sections = [Section(self._cstr(names[4] + r[0]), r[1], r[3], r[4], r[5], r[6], r[9]) for r in raw]
         self.symbols = self._read_symbols()
         self.pointers = self._read_pointers()
 

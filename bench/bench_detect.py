@@ -1,0 +1,106 @@
+"""Face detectors side by side: recall by face size, false positives and ms per 640×480 frame.
+
+Builds its labelled set itself (bench/faceset.py: FER2013 val faces and the astronaut pasted at
+40-200 px into 640×480 photographs, plus face-free frames), runs every detector at one thread on
+the same frames, and prints one table. A face counts as found when a box overlaps it with IoU ≥ 0.4;
+false positives are boxes on the face-free frames.
+
+    .venv/bin/python bench/bench_detect.py                 # 240 face frames + 40 face-free
+    .venv/bin/python bench/bench_detect.py --faces 20      # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.faceset import FER_VAL, Sample, faces_and_frames, iou
+from service.config import DetectorConfig
+from service.pipeline.detect import Box, detect_scaled, make_detector
+from service.pipeline.yunet import BUNDLED_MODEL
+
+BUCKETS = ((40, 40), (56, 56), (80, 80), (120, 10_000))
+MATCH_IOU = 0.4
+
+
+def run(detect: Callable[[np.ndarray], list[Box]], samples: list[Sample]) -> tuple[list[list[Box]], float]:
+    for s in samples[:3]:
+        detect(s.image)
+    out, t = [], 0.0
+    for s in samples:
+        t0 = time.perf_counter()
+        boxes = detect(s.image)
+        t += time.perf_counter() - t0
+        out.append(boxes)
+    return out, t / len(samples) * 1000
+
+
+def score(samples: list[Sample], found: list[list[Box]], threshold: float | None) -> tuple[list[float], int, int]:
+    hits = {b: [0, 0] for b in BUCKETS}
+    fp_free = extra = 0
+    for s, boxes in zip(samples, found, strict=True):
+        boxes = [b for b in boxes if threshold is None or (b.score or 0) >= threshold]
+        if not s.faces:
+            fp_free += len(boxes)
+            continue
+        bucket = next(b for b in BUCKETS if b[0] <= s.size <= b[1])
+        hits[bucket][1] += 1
+        matched = [b for b in boxes if iou((b.x, b.y, b.w, b.h), s.faces[0]) >= MATCH_IOU]
+        hits[bucket][0] += bool(matched)
+        extra += len(boxes) - min(len(matched), 1)
+    return [100 * h / n if n else float("nan") for h, n in hits.values()], fp_free, extra
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--faces", type=int, default=40, help="face frames per size (40, 56, 80, 120, 160, 200 px)")
+    ap.add_argument("--free", type=int, default=40, help="face-free frames")
+    ap.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.6, 0.7], help="YuNet scores to report")
+    ap.add_argument("--no-haar-full", action="store_true", help="skip the full-frame Haar run (the slowest)")
+    args = ap.parse_args()
+    if not FER_VAL.is_file():
+        raise SystemExit(f"needs {FER_VAL}")
+    cv2.setNumThreads(1)
+    samples = list(faces_and_frames(args.faces, n_free=args.free))
+    n_faces = sum(1 for s in samples if s.faces)
+    print(f"{n_faces} frames with one face, {len(samples) - n_faces} face-free, 640x480; one thread; "
+          f"found = IoU >= {MATCH_IOU}")  # fmt: skip
+    low = min(args.thresholds)
+    # min_face 8: the detectors' own reach, before the service's min_face filter.
+    yunet = make_detector(DetectorConfig(kind="yunet", score_threshold=low, min_face=8))
+    cv_yunet = make_detector(DetectorConfig(kind="opencv_yunet", yunet_model=BUNDLED_MODEL, score_threshold=low))
+    haar = make_detector(DetectorConfig(kind="haar"))
+    runs: list[tuple[str, Callable[[np.ndarray], list[Box]], list[float | None]]] = []
+    if not args.no_haar_full:
+        runs.append(("Haar, full frame", haar.detect, [None]))
+    runs.append(("Haar, 320 wide", lambda im: detect_scaled(haar, im, 320, 240), [None]))
+    for w in (640, 480, 416, 320):
+        runs.append(
+            (f"YuNet onnxruntime, {w} wide", lambda im, w=w: detect_scaled(yunet, im, w, w * 3 // 4), args.thresholds)
+        )
+    for w in (640, 320):
+        runs.append(
+            (f"YuNet cv2.FaceDetectorYN, {w} wide", lambda im, w=w: detect_scaled(cv_yunet, im, w, w * 3 // 4), [low])
+        )
+    labels = " / ".join(str(lo) if hi == lo else f">={lo}" for lo, hi in BUCKETS)
+    print(f"| detector | score >= | ms per frame | recall % at {labels} px | FP on face-free | extra on face frames |")
+    print("|---|---|---|---|---|---|")
+    for name, fn, thresholds in runs:
+        found, ms = run(fn, samples)
+        for thr in thresholds:
+            recall, fp, extra = score(samples, found, thr)
+            rec = " / ".join(f"{r:.0f}" for r in recall)
+            t = "-" if thr is None else f"{thr:.2f}"
+            print(f"| {name} | {t} | {ms:.1f} | {rec} | {fp} | {extra} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
