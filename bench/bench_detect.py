@@ -2,8 +2,10 @@
 
 Builds its labelled set itself (bench/faceset.py: FER2013 val faces and the astronaut pasted at
 40-200 px into 640×480 photographs, plus face-free frames), runs every detector at one thread on
-the same frames, and prints one table. A face counts as found when a box overlaps it with IoU ≥ 0.4;
-false positives are boxes on the face-free frames.
+the same frames, and prints one table. A face counts as found when a box's centre lies inside its
+square and the box is 35-160% of its width (a FER2013 crop frames some faces loosely, so YuNet's
+tight box can overlap it by less than IoU 0.4 and still be right); false positives are boxes on the
+face-free frames, and "extra" counts the boxes on face frames that are not the face.
 
     .venv/bin/python bench/bench_detect.py                 # 240 face frames + 40 face-free
     .venv/bin/python bench/bench_detect.py --faces 20      # quicker
@@ -22,13 +24,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.faceset import FER_VAL, Sample, faces_and_frames, iou
+from bench.faceset import FER_VAL, Sample, faces_and_frames
 from service.config import DetectorConfig
 from service.pipeline.detect import Box, detect_scaled, make_detector
 from service.pipeline.yunet import BUNDLED_MODEL
 
 BUCKETS = ((40, 40), (56, 56), (80, 80), (120, 10_000))
-MATCH_IOU = 0.4
+
+
+def matches(b: Box, face: tuple[int, int, int, int]) -> bool:
+    x, y, w, h = face
+    cx, cy = b.x + b.w / 2, b.y + b.h / 2
+    return x <= cx <= x + w and y <= cy <= y + h and 0.35 * w <= b.w <= 1.6 * w
 
 
 def run(detect: Callable[[np.ndarray], list[Box]], samples: list[Sample]) -> tuple[list[list[Box]], float]:
@@ -53,7 +60,7 @@ def score(samples: list[Sample], found: list[list[Box]], threshold: float | None
             continue
         bucket = next(b for b in BUCKETS if b[0] <= s.size <= b[1])
         hits[bucket][1] += 1
-        matched = [b for b in boxes if iou((b.x, b.y, b.w, b.h), s.faces[0]) >= MATCH_IOU]
+        matched = [b for b in boxes if matches(b, s.faces[0])]
         hits[bucket][0] += bool(matched)
         extra += len(boxes) - min(len(matched), 1)
     return [100 * h / n if n else float("nan") for h, n in hits.values()], fp_free, extra
@@ -71,8 +78,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     samples = list(faces_and_frames(args.faces, n_free=args.free))
     n_faces = sum(1 for s in samples if s.faces)
-    print(f"{n_faces} frames with one face, {len(samples) - n_faces} face-free, 640x480; one thread; "
-          f"found = IoU >= {MATCH_IOU}")  # fmt: skip
+    print(f"{n_faces} frames with one face, {len(samples) - n_faces} face-free, 640x480; one thread")
     low = min(args.thresholds)
     # min_face 8: the detectors' own reach, before the service's min_face filter.
     yunet = make_detector(DetectorConfig(kind="yunet", score_threshold=low, min_face=8))

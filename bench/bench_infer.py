@@ -5,6 +5,7 @@ is another process on 127.0.0.1 with N concurrent clients.
 
     .venv/bin/python bench/bench_infer.py --concurrency 1 4 --duration 15
     .venv/bin/python bench/bench_infer.py --url http://127.0.0.1:8000   # an already running service
+    .venv/bin/python bench/bench_infer.py --set api.detect_max_side=480 --set api.max_concurrency=2
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float
     out.put((latencies, errors))
 
 
-def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_service(workdir: Path, overrides: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     config = {
         "state_dir": str(workdir / "state"),
@@ -64,6 +65,13 @@ def start_service(workdir: Path) -> tuple[subprocess.Popen, str]:
         "mqtt": {"enabled": False},
         "model": {"store": str(ROOT / "model_store" / "seed"), "watch_interval_s": 0},
     }
+    for item in overrides:
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(path)], cwd=ROOT)
@@ -85,10 +93,11 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--duration", type=float, default=15.0)
     ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a dotted config override")
     args = ap.parse_args()
     jpeg = one_face_jpeg()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = (None, args.url) if args.url else start_service(Path(tmp))
+        proc, url = (None, args.url) if args.url else start_service(Path(tmp), args.set)
         try:
             model = httpx.get(f"{url}/models").json()["served"]
             print(f"model {model['name']} v{model['version']} ({model['model_file']}); image 640x480 JPEG, "

@@ -30,6 +30,11 @@ class Analysis:
     timings_s: dict[str, float]
 
 
+def _scale_box(box: Box, factor: int, width: int, height: int) -> Box:
+    x, y = min(box.x * factor, width - 1), min(box.y * factor, height - 1)
+    return Box(x, y, min(box.w * factor, width - x), min(box.h * factor, height - y), box.score)
+
+
 class ImageAnalyser:
     """Thread-safe: each worker thread gets its own detector (cascades are not shared across threads)."""
 
@@ -47,14 +52,19 @@ class ImageAnalyser:
     def analyse(self, data: bytes, model: LoadedModel) -> Analysis:
         """``model`` is read once by the caller, so the request finishes on that version."""
         t0 = time.perf_counter()
-        image, header = decode_image(data, max_pixels=self._api.max_image_pixels, max_side=self._api.max_image_side)
-        t1 = time.perf_counter()
         side = self._api.detect_max_side
+        image, header, factor = decode_image(
+            data, max_pixels=self._api.max_image_pixels, max_side=self._api.max_image_side, want_side=side
+        )
+        t1 = time.perf_counter()
         boxes = detect_scaled(self._detector(), image, side, side)
         t2 = time.perf_counter()
+        # A reduced decode still has every face at least as large as the detector saw it.
         probs = classify(image, boxes, model)
         t3 = time.perf_counter()
         del image  # the pixels are not needed past this point
+        if factor > 1:
+            boxes = [_scale_box(b, factor, header.width, header.height) for b in boxes]
         faces = []
         for box, row in zip(boxes, probs, strict=True):
             i = int(row.argmax())

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from service.config import DetectorConfig
+from model_store import ModelStore
+from service.config import ApiConfig, DetectorConfig
 from service.demo import background
+from service.imaging import decode_image
+from service.inference import ImageAnalyser
+from service.models import load_version
 from service.pipeline.detect import DetectorError, YuNetDetector, detect_scaled, make_detector
 from service.pipeline.yunet import BUNDLED_MODEL, YuNetSession
-from tests.service.support import astronaut_bgr, iou, pasted_face_frame
+from tests.service.support import astronaut_bgr, encode, iou, pasted_face_frame
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +92,21 @@ def test_a_file_that_is_not_a_model_is_a_typed_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(DetectorError, match="cannot load YuNet model"):
         make_detector(DetectorConfig(yunet_model=bad, kind="yunet"))
+
+
+def test_a_large_upload_is_decoded_reduced_and_answered_in_its_own_coordinates(store_root: Path) -> None:
+    store = ModelStore(store_root)
+    model = load_version(store, "ean", store.resolve("ean", "stable"), variant=None, threads=1, max_batch=4)
+    frame, (tx, ty, tw, th) = pasted_face_frame(120, 300, 240)
+    big = cv2.resize(frame, (2560, 1920), interpolation=cv2.INTER_CUBIC)
+    data = encode(big)
+    _, header, factor = decode_image(data, max_pixels=10**8, max_side=10**5, want_side=640)
+    assert (header.width, factor) == (2560, 4)
+    analysis = ImageAnalyser(DetectorConfig(), ApiConfig(detect_max_side=640)).analyse(data, model)
+    assert (analysis.width, analysis.height) == (2560, 1920)
+    (face,) = analysis.faces
+    b = face.box
+    assert iou((b.x, b.y, b.w, b.h), (tx * 4, ty * 4, tw * 4, th * 4)) > 0.5
+    # The label is the one the full-size frame gets: the reduced decode loses nothing the crop needs.
+    small = ImageAnalyser(DetectorConfig(), ApiConfig(detect_max_side=640)).analyse(encode(frame), model)
+    assert small.faces[0].label == face.label

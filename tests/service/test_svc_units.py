@@ -49,7 +49,7 @@ def test_headers_give_the_real_size(ext: str, params: list[int]) -> None:
     assert ok
     header = read_header(buf.tobytes())
     assert (header.width, header.height) == (53, 37)
-    decoded, _ = decode_image(buf.tobytes(), max_pixels=10**6, max_side=100)
+    decoded, _, _ = decode_image(buf.tobytes(), max_pixels=10**6, max_side=100)
     assert decoded.shape == (37, 53, 3)
 
 
