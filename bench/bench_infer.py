@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float
     """Runs in its own process: `concurrency` client threads, each with one keep-alive connection."""
     latencies: list[float] = []
     errors = 0
+    cpu0 = time.process_time()
     lock = threading.Lock()
     start_at = time.monotonic() + warmup
     stop_at = start_at + duration
@@ -53,7 +55,21 @@ def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float
         t.start()
     for t in threads:
         t.join()
-    out.put((latencies, errors))
+    out.put((latencies, errors, time.process_time() - cpu0))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _served(url: str) -> int:
+    """Requests the service has answered, from its own /infer histogram."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith('fer_infer_seconds_count{stage="total"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
 
 
 def start_service(workdir: Path, overrides: list[str]) -> tuple[subprocess.Popen, str]:
@@ -102,17 +118,25 @@ def main() -> None:
             model = httpx.get(f"{url}/models").json()["served"]
             print(f"model {model['name']} v{model['version']} ({model['model_file']}); image 640x480 JPEG, "
                   f"{len(jpeg)} bytes, one face")  # fmt: skip
-            print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7}")
+            # CPU per request, of the service and of the load generator: what the two cores must
+            # supply for each request, whatever else shares them while this runs.
+            print(f"{'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>7} "
+                  f"{'svc CPU ms/req':>14} {'client CPU ms/req':>17}")  # fmt: skip
             for c in args.concurrency:
                 ctx = mp.get_context("spawn")
                 q: mp.Queue = ctx.Queue()
                 gen = ctx.Process(target=load, args=(url, jpeg, c, args.duration, args.warmup, q))
+                svc0 = _cpu_seconds(proc.pid) if proc else float("nan")
+                n0 = _served(url)
                 gen.start()
-                latencies, errors = q.get()
+                latencies, errors, client_cpu = q.get()
                 gen.join()
+                svc_cpu = (_cpu_seconds(proc.pid) if proc else float("nan")) - svc0
+                served = max(1, _served(url) - n0)
                 ms = [x * 1000 for x in latencies]
                 print(f"{c:>7} {len(ms):>8} {errors:>6} {percentile(ms, 50):>8.2f} {percentile(ms, 99):>8.2f} "
-                      f"{len(ms) / args.duration:>7.1f}")  # fmt: skip
+                      f"{len(ms) / args.duration:>7.1f} {svc_cpu / served * 1000:>14.2f} "
+                      f"{client_cpu / served * 1000:>17.2f}")  # fmt: skip
             stages = {}
             for line in httpx.get(f"{url}/metrics").text.splitlines():
                 if line.startswith("fer_infer_seconds_sum") or line.startswith("fer_infer_seconds_count"):

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from model_store import ModelStore
-from service.config import ApiConfig, DetectorConfig
-from service.demo import background
+from service.comms.base import MemoryPublisher
+from service.config import ApiConfig, CameraConfig, DetectorConfig, DetectSize, Settings
+from service.demo import DEMO_SCRIPT, background, render, shipped_face
 from service.imaging import decode_image
 from service.inference import ImageAnalyser
-from service.models import load_version
+from service.metrics import Metrics
+from service.models import ModelManager, load_version
+from service.pipeline.capture import Frame
 from service.pipeline.detect import DetectorError, YuNetDetector, detect_scaled, make_detector
+from service.pipeline.runner import CameraPipeline
 from service.pipeline.yunet import BUNDLED_MODEL, YuNetSession
 from tests.service.support import astronaut_bgr, encode, iou, pasted_face_frame
 
@@ -110,3 +116,49 @@ def test_a_large_upload_is_decoded_reduced_and_answered_in_its_own_coordinates(s
     # The label is the one the full-size frame gets: the reduced decode loses nothing the crop needs.
     small = ImageAnalyser(DetectorConfig(), ApiConfig(detect_max_side=640)).analyse(encode(frame), model)
     assert small.faces[0].label == face.label
+
+
+def _demo_clip_published(make_settings: Callable[..., Settings], interval: int) -> list[tuple[object, ...]]:
+    """Everything the pipeline publishes on the demo script, with its frame time, in order."""
+    settings = make_settings()
+    metrics = Metrics(CollectorRegistry())
+    models = ModelManager(settings.model, metrics)
+    models.load_initial()
+    publisher = MemoryPublisher()
+    cam = CameraConfig.model_validate({"id": "c", "source": "unused.avi", "detect": {"interval": interval}})
+    pipe = CameraPipeline(
+        cam, "unused.avi", detector=settings.detector, tracking=settings.tracking,
+        models=models, publisher=publisher, metrics=metrics,
+    )  # fmt: skip
+    bg, face, fps, t = background(640, 480), shipped_face(), 15.0, 1_000.0
+    seq = 0
+    for seg in DEMO_SCRIPT:
+        n = max(1, round(seg.seconds * fps))
+        for i in range(n):
+            seq += 1
+            t += 1 / fps
+            pipe.process(Frame(render(bg, face, seg, i / max(1, n - 1)), t, seq))
+    events = [(round(e.timestamp, 3), e.event_type, e.label, e.track_id) for e in publisher.events]
+    states = [(round(s.timestamp, 3), s.label, s.faces, s.track_id) for s in publisher.expressions]
+    return sorted(events + states, key=lambda x: (x[0], len(x)))  # type: ignore[arg-type]
+
+
+def _same_within(a: list[tuple[object, ...]], b: list[tuple[object, ...]], seconds: float) -> bool:
+    """The same publications in the same order, each at most ``seconds`` apart (times are rounded)."""
+    return len(a) == len(b) and all(
+        x[1:] == y[1:] and abs(float(x[0]) - float(y[0])) <= seconds + 0.002  # type: ignore[arg-type]
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_detecting_every_third_frame_keeps_the_demo_clips_events(make_settings: Callable[..., Settings]) -> None:
+    """The camera default detects on every 3rd frame and reuses its boxes in between: on the demo
+    clip (a face drifting, leaving, coming back mirrored and in other light) that publishes the same
+    events and expression states as detecting on every frame, each at most the two frames late that
+    a box can be stale."""
+    assert DetectSize().interval == 3
+    every = _demo_clip_published(make_settings, 1)
+    assert len([x for x in every if x[1] == "expression_change"]) >= 3
+    assert _same_within(_demo_clip_published(make_settings, 3), every, 2 / 15)
+    # What it guards against: boxes reused for a second keep a face that has left for too long.
+    assert not _same_within(_demo_clip_published(make_settings, 15), every, 2 / 15)
