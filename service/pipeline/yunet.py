@@ -1,9 +1,10 @@
 """YuNet under onnxruntime: the default face detector.
 
 The graph (service/assets/yunet/yunet_n.onnx, built by `python -m tools.yunet.build`) ends at the
-per-stride head outputs; the prior-free decoding and NMS are here, as in libfacedetection and
-cv2.FaceDetectorYN. onnxruntime runs it about twice as fast as OpenCV's DNN module, and it needs
-its default ORT_ENABLE_ALL optimisation (BASIC is three times slower).
+per-stride head outputs; the anchor-free decoding and NMS are here, as in libfacedetection and
+cv2.FaceDetectorYN. onnxruntime runs the graph faster than OpenCV's DNN module does
+(bench/bench_detect.py), given its default ORT_ENABLE_ALL optimisation: the NCHWc layout
+transform at that level is most of the difference.
 """
 
 from __future__ import annotations
