@@ -28,7 +28,7 @@ class DetectorConfig(Strict):
     yunet_model: Path | None = Field(
         None, description="a YuNet ONNX file (OpenCV-zoo 2023mar outputs); the shipped one when unset"
     )
-    score_threshold: float = Field(0.7, gt=0, lt=1, description="YuNet: sqrt(cls·obj) a face must reach")
+    score_threshold: float = Field(0.6, gt=0, lt=1, description="YuNet: sqrt(cls·obj) a face must reach")
     min_face: int = Field(24, ge=8, description="smallest face, in detection-size pixels")
     threads: int = Field(1, ge=1, le=64, description="YuNet: onnxruntime intra-op threads per detector")
     haar_cascade: Path | None = Field(None, description="cascade XML; OpenCV's bundled frontal-face one when unset")

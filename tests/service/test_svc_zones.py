@@ -1,4 +1,4 @@
-"""Zones and masks on real frames through the real pipeline (Haar detector, onnxruntime), and their
+"""Zones and masks on real frames through the real pipeline (the default detector, onnxruntime), and their
 config errors. A face is placed by the centre of its box, in coordinates relative to the frame."""
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Rig:
         models.load_initial()
         self.labels = models.require().labels
         self.publisher = MemoryPublisher()
-        self.cam = CameraConfig.model_validate({"id": "c", "source": "unused.avi"} | camera)
+        # The detector on every frame, so that the per-detection counts below are per frame.
+        base = {"id": "c", "source": "unused.avi", "detect": {"interval": 1}}
+        self.cam = CameraConfig.model_validate(base | camera)
         tracking = TrackingConfig(min_dwell_s=0.2, smoothing_tau_s=0.1, max_age_s=0.5)
         self.pipe = CameraPipeline(self.cam, "unused.avi", detector=settings.detector, tracking=tracking,
                                    models=models, publisher=self.publisher, metrics=self.metrics)  # fmt: skip
