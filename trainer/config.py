@@ -89,8 +89,10 @@ class TrainConfig(_Strict):
         description="a round's student starts from the previous student's weights and optimizer (transfer) "
         "or afresh (scratch, as Born-Again Networks)",
     )
-    teacher_set: Literal["previous", "ensemble"] = Field(
-        "previous", description="round k's soft labels: the previous round's model, or round 0 and every student so far"
+    teacher_set: Literal["previous", "first", "ensemble"] = Field(
+        "previous",
+        description="round k's soft labels: the previous round's model, round 0's in every round, or round 0 "
+        "and every student so far",
     )
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft labels")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label (KD) term")

@@ -291,7 +291,8 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         result.evaluation = evaluate(result.model, val, device)
         if isinstance(result.model, EAN):  # a store teacher stays in its store
             save_checkpoint(out / f"round{result.round}.pt", result.model, opt)
-        summary = {r["round"]: r for r in [*done.values(), *(x.as_dict() for x in results)]}
+        trained = [x.as_dict() for x in results if x.evaluation is not None]  # the rounds of this invocation
+        summary = {r["round"]: r for r in [*done.values(), *trained]}
         log.write_text(json.dumps([summary[k] for k in sorted(summary)], indent=1))
         tqdm.write(f"round {result.round} ({result.kind}): val {result.evaluation.accuracy:.4f} "
                    f"(flip TTA {result.evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
@@ -318,7 +319,8 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         else:
             model, opt = _start(cfg, rnd, out, device)
             kind = "kd"
-            teachers = [r.model for r in results] if cfg.teacher_set == "ensemble" else [results[-1].model]
+            teachers = {"ensemble": [r.model for r in results], "first": [results[0].model],
+                        "previous": [results[-1].model]}[cfg.teacher_set]
         epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
         history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
                               _round_seed(cfg, rnd), f"round {rnd} ({kind})", world)

@@ -87,6 +87,19 @@ def test_control_rounds_start_where_their_t_s_rounds_start(tiny_data: Path, tmp_
     assert not all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_only_rounds_retrains_one_round_and_keeps_the_others(tiny_data: Path, tmp_path: Path) -> None:
+    sets = [arg for s in TINY_SETS for arg in ("--set", s)]
+    run = tmp_path / "run"
+    base = ["fit", "--data", str(tiny_data), "--rounds", "2", "--out", str(run), "--set", "quantize=false", *sets]
+    assert trainer_cli(base) == 0
+    before = json.loads((run / "rounds.json").read_text())
+    assert trainer_cli([*base, "--only-rounds", "2", "--set", "teacher_set=first"]) == 0
+    after = json.loads((run / "rounds.json").read_text())
+    assert [r["round"] for r in after] == [0, 1, 2]
+    assert after[:2] == before[:2]
+    assert after[2]["history"] != before[2]["history"]  # round 2 really trained again, from round 1
+
+
 def test_wider_teacher_then_students_from_scratch_and_ensemble(tiny_data: Path, tmp_path: Path) -> None:
     sets = [arg for s in TINY_SETS for arg in ("--set", s)]
     teacher = ["--set", "teacher={stem: 8, widths: [32, 64], depths: [1, 1], strides: [2, 2]}"]
