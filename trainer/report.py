@@ -18,11 +18,11 @@ def write_json(path: Path, data: dict) -> None:
 
 def plot_learning_curves(path: Path, rounds: list[dict], control: list[dict] | None = None) -> None:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for series, style, tag in ((rounds, "-", ""), (control or [], "--", " control")):
+    for series, style in ((rounds, "-"), (control or [], "--")):
         offset = 0
         for r in series:
             epochs = [offset + h["epoch"] for h in r["history"]]
-            name = f"round {r['round']} ({r['kind']}){tag}"
+            name = f"round {r['round']} ({r['kind']})"
             ax_loss.plot(epochs, [h["train_loss"] for h in r["history"]], style, label=name)
             ax_acc.plot(epochs, [h["val_accuracy"] for h in r["history"]], style, label=name)
             offset = epochs[-1] if epochs else offset
