@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import health, infer, models
 from service.api.errors import install_error_handlers
-from service.api.limits import BodyLimitMiddleware, RequestMetricsMiddleware
+from service.api.limits import BodyLimitMiddleware, RequestGuardMiddleware
 from service.config import Settings
 from service.runtime import Runtime
 
@@ -31,8 +31,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_upload_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=runtime.metrics)
+    api = settings.api
+    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_upload_bytes, timeout_s=api.body_timeout_s)
+    # Added last, so it is the outermost of ours: it sees every status, and every exception.
+    app.add_middleware(RequestGuardMiddleware, metrics=runtime.metrics)
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(models.router)

@@ -2,12 +2,18 @@
 
 The format is taken from the bytes (not the client's content type) and the dimensions are read
 from the header, so a 30000×30000 PNG of a few kilobytes is refused before it can expand into
-gigabytes (a decompression bomb).
+gigabytes (a decompression bomb). A large JPEG is decoded reduced (libjpeg scales by 1/2, 1/4 or
+1/8 while decoding), since faces are detected on a copy of at most ``api.detect_max_side`` a side
+anyway; and the pixels that requests hold decoded are bounded across all of them together.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import cv2
@@ -137,11 +143,28 @@ def reduction_for(header: ImageHeader, want_side: int) -> int:
     return factor
 
 
-def decode_image(
-    data: bytes, *, max_pixels: int, max_side: int, want_side: int | None = None
-) -> tuple[np.ndarray, ImageHeader, int]:
-    """BGR pixels after the format, size and completeness checks, and the factor they were reduced
-    by: with ``want_side``, a large image is decoded at 1/2, 1/4 or 1/8 (see `reduction_for`)."""
+@dataclass(frozen=True)
+class DecodePlan:
+    header: ImageHeader
+    reduction: int
+
+    @property
+    def width(self) -> int:
+        return math.ceil(self.header.width / self.reduction)
+
+    @property
+    def height(self) -> int:
+        return math.ceil(self.header.height / self.reduction)
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def plan_decode(data: bytes, *, max_pixels: int, max_side: int, want_side: int | None = None) -> DecodePlan:
+    """The format, size and completeness checks, and the JPEG reduction that keeps the long side at
+    least ``want_side`` (see `reduction_for`). PNG and WebP have no reduced decode in OpenCV (a
+    reduced flag decodes them in full, then resizes), so they are planned, and counted, in full."""
     header = read_header(data)
     if header.width > max_side or header.height > max_side or header.width * header.height > max_pixels:
         raise ImageError(
@@ -150,12 +173,52 @@ def decode_image(
             f"{header.width}x{header.height} exceeds the limit of {max_pixels} pixels or {max_side} per side",
         )
     check_complete(header.format, data)
-    factor = reduction_for(header, want_side) if want_side else 1
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[factor])
+    reduction = reduction_for(header, want_side) if want_side and header.format == "jpeg" else 1
+    return DecodePlan(header, reduction)
+
+
+def decode_planned(data: bytes, plan: DecodePlan) -> np.ndarray:
+    """BGR pixels of ``plan.width``×``plan.height`` (or that transposed: the decoder honours EXIF)."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED[plan.reduction])
+    fmt = plan.header.format
     if image is None:
-        raise _corrupt(header.format, "the decoder rejected it")
-    # The decoder honours EXIF orientation, so the result may be the header's size transposed.
-    expect = {-(-header.width // factor), -(-header.height // factor)}
-    if {image.shape[1], image.shape[0]} != expect:
-        raise _corrupt(header.format, "decoded size differs from the header")
-    return image, header, factor
+        raise _corrupt(fmt, "the decoder rejected it")
+    if {image.shape[1], image.shape[0]} != {plan.width, plan.height}:
+        raise _corrupt(fmt, "decoded size differs from the header")
+    return image
+
+
+def decode_image(
+    data: bytes, *, max_pixels: int, max_side: int, want_side: int | None = None
+) -> tuple[np.ndarray, ImageHeader, int]:
+    """BGR pixels after the format, size and completeness checks, and the factor they were reduced
+    by: with ``want_side``, a large JPEG is decoded at 1/2, 1/4 or 1/8 (see `reduction_for`)."""
+    plan = plan_decode(data, max_pixels=max_pixels, max_side=max_side, want_side=want_side)
+    return decode_planned(data, plan), plan.header, plan.reduction
+
+
+class PixelBudget:
+    """Decoded pixels that all requests together may hold; a request waits until its share is free."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._used = 0
+        self._cond = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int) -> Iterator[None]:
+        if pixels > self.capacity:
+            raise ValueError(f"{pixels} pixels exceed the whole budget of {self.capacity}")
+        with self._cond:
+            self._cond.wait_for(lambda: self._used + pixels <= self.capacity)
+            self._used += pixels
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._used -= pixels
+                self._cond.notify_all()

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from service.config import ApiConfig, DetectorConfig
-from service.imaging import decode_image
+from service.imaging import ImageError, PixelBudget, decode_planned, plan_decode
 from service.models import LoadedModel
 from service.pipeline.classify import classify
 from service.pipeline.detect import Box, FaceDetector, detect_scaled, make_detector
@@ -42,6 +42,7 @@ class ImageAnalyser:
         self._detector_cfg = detector
         self._api = api
         self._local = threading.local()
+        self.budget = PixelBudget(api.max_decode_pixels)
 
     def _detector(self) -> FaceDetector:
         det = getattr(self._local, "detector", None)
@@ -53,18 +54,27 @@ class ImageAnalyser:
         """``model`` is read once by the caller, so the request finishes on that version."""
         t0 = time.perf_counter()
         side = self._api.detect_max_side
-        image, header, factor = decode_image(
-            data, max_pixels=self._api.max_image_pixels, max_side=self._api.max_image_side, want_side=side
-        )
-        t1 = time.perf_counter()
-        boxes = detect_scaled(self._detector(), image, side, side)
-        t2 = time.perf_counter()
-        # A reduced decode still has every face at least as large as the detector saw it.
-        probs = classify(image, boxes, model)
-        t3 = time.perf_counter()
-        del image  # the pixels are not needed past this point
-        if factor > 1:
-            boxes = [_scale_box(b, factor, header.width, header.height) for b in boxes]
+        plan = plan_decode(data, max_pixels=self._api.max_image_pixels, max_side=self._api.max_image_side,
+                           want_side=side)  # fmt: skip
+        header = plan.header
+        if plan.pixels > self.budget.capacity:
+            raise ImageError(
+                413,
+                "image_too_large",
+                f"{header.width}x{header.height} decodes to {plan.pixels} pixels, more than the "
+                f"{self.budget.capacity} the service decodes at once",
+            )
+        with self.budget.hold(plan.pixels):
+            image = decode_planned(data, plan)
+            t1 = time.perf_counter()
+            boxes = detect_scaled(self._detector(), image, side, side)
+            t2 = time.perf_counter()
+            # A reduced decode still has every face at least as large as the detector saw it.
+            probs = classify(image, boxes, model)
+            t3 = time.perf_counter()
+            del image  # the pixels are not needed past this point
+        if plan.reduction > 1:
+            boxes = [_scale_box(b, plan.reduction, header.width, header.height) for b in boxes]
         faces = []
         for box, row in zip(boxes, probs, strict=True):
             i = int(row.argmax())

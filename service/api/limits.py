@@ -1,14 +1,24 @@
-"""ASGI middleware: the body-size limit (before anything parses or decodes) and request counting."""
+"""ASGI middleware: the request guard (counting, no 500 that poisons a connection, hang-ups told
+apart from server errors) and the body limits (size and read time, before anything parses)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 
+import anyio
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import ApiError, error_body
 from service.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+# nginx's "client closed request": the client left, so no answer was sent and it is not our error.
+CLIENT_CLOSED = 499
+_CLOSE = (b"connection", b"close")
 
 
 class BodyTooLarge(ApiError):
@@ -16,12 +26,86 @@ class BodyTooLarge(ApiError):
         super().__init__(413, "payload_too_large", f"request body exceeds {limit} bytes")
 
 
-class BodyLimitMiddleware:
-    """Refuses by Content-Length before reading; counts streamed (chunked) bodies as they arrive."""
+class BodyTimeout(ApiError):
+    def __init__(self, limit: float) -> None:
+        super().__init__(408, "request_timeout", f"the request body did not arrive within {limit:g} s")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"0", b"")):
+            return True
+    return False
+
+
+class RequestGuardMiddleware:
+    """The outermost layer: counts fer_http_requests_total by route template (bounded) and status.
+
+    An unexpected exception becomes a typed 500 here and is not re-raised: re-raised, the server
+    would close the keep-alive connection after the response without saying so, and the client's
+    next request on it would fail. Any answer sent before the request body was read completely
+    says `Connection: close`, since the unread rest of the body cannot be told from the next request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body_done = not _has_body(scope)
+        disconnected = False
+        started = time.perf_counter()
+
+        async def watch() -> Message:
+            nonlocal body_done, disconnected
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_done = True
+            elif message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                if not body_done and _CLOSE not in message.get("headers", []):
+                    message = {**message, "headers": [*message.get("headers", []), _CLOSE]}
+            await send(message)
+
+        try:
+            await self.app(scope, watch, capture)
+        except ClientDisconnect:
+            disconnected = True
+        except Exception:
+            if not disconnected:
+                logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+                if status == 0:
+                    await capture(_start(500, "internal_error", "internal error", close=True))
+                    await capture({"type": "http.response.body", "body": _body("internal_error", "internal error")})
+        finally:
+            if status == 0 and disconnected:
+                status = CLIENT_CLOSED
+                logger.debug("client closed the connection during %s %s", scope.get("method"), scope.get("path"))
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.http_requests.labels(path, str(status or 500)).inc()
+            if path == "/infer":
+                self.metrics.infer_seconds.labels("total").observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """Refuses by Content-Length before reading; counts streamed (chunked) bodies as they arrive;
+    a body that has not arrived within ``timeout_s`` of its first read is refused with a 408."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,10 +125,18 @@ class BodyLimitMiddleware:
                 return
         seen = 0
         limit = self.max_bytes
+        deadline: float | None = None
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, deadline
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + self.timeout_s
+            try:
+                with anyio.fail_after(max(0.0, deadline - now)):
+                    message = await receive()
+            except TimeoutError:
+                raise BodyTimeout(self.timeout_s) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
@@ -54,47 +146,15 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
+def _body(code: str, message: str) -> bytes:
+    return json.dumps(error_body(code, message)).encode()
+
+
+def _start(status: int, code: str, message: str, *, close: bool) -> Message:
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_body(code, message))).encode())]
+    return {"type": "http.response.start", "status": status, "headers": [*headers, _CLOSE] if close else headers}
+
+
 async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    body = json.dumps(error_body(code, message)).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class RequestMetricsMiddleware:
-    """fer_http_requests_total by route template (bounded) and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        started = time.perf_counter()
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.http_requests.labels(path, str(status)).inc()
-            if path == "/infer":
-                self.metrics.infer_seconds.labels("total").observe(time.perf_counter() - started)
+    await send(_start(status, code, message, close=True))
+    await send({"type": "http.response.body", "body": _body(code, message)})

@@ -11,7 +11,7 @@ import binascii
 import json
 
 from fastapi import Request
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from service.api.errors import ApiError
@@ -55,20 +55,21 @@ def _multipart_file(body: bytes, boundary: bytes) -> bytes:
     def on_part_data(data: bytes, start: int, end: int) -> None:
         current["data"].extend(data[start:end])
 
-    parser = MultipartParser(
-        boundary,
-        {
-            "on_part_begin": on_part_begin,
-            "on_header_field": on_header_field,
-            "on_header_value": on_header_value,
-            "on_header_end": on_header_end,
-            "on_part_data": on_part_data,
-        },
-    )
     try:
+        # The constructor itself refuses some boundaries (longer than 256 bytes), so it is inside too.
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_part_data": on_part_data,
+            },
+        )
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except (FormParserError, ValueError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
     for part in parts:
         _, disp = parse_options_header(part["headers"].get(b"content-disposition", b""))
@@ -80,7 +81,8 @@ def _multipart_file(body: bytes, boundary: bytes) -> bytes:
 def _json_image(body: bytes) -> bytes:
     try:
         doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    # ValueError also covers integers past Python's digit limit; RecursionError, deep nesting.
+    except (ValueError, RecursionError):
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("image"), str):
         raise ApiError(422, "missing_image", 'expected {"image": "<base64>"}')
