@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 
+from model_store.servable import servable_problems
 from model_store.store import ModelStore, StoreError
 
 DEFAULT_ROOT = os.environ.get("FER_MODEL_STORE", "model_store/seed")
@@ -35,8 +36,19 @@ def _cmd_show(store: ModelStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _refused(store: ModelStore, args: argparse.Namespace, version: int) -> bool:
+    # A service restarted on an alias that names an unservable version could not serve it.
+    problems = servable_problems(store, args.model, version)
+    if problems:
+        print(f"error: {args.model} v{version} refused, {args.alias} not moved: {'; '.join(problems[:3])}",
+              file=sys.stderr)  # fmt: skip
+    return bool(problems)
+
+
 def _cmd_promote(store: ModelStore, args: argparse.Namespace) -> int:
     version = store.resolve(args.model, args.ref)
+    if _refused(store, args, version):
+        return 1
     gateways = [g for g in args.gateways.split(",") if g] if args.gateways is not None else None
     store.set_alias(args.model, args.alias, version, gateways)
     print(f"{args.model}:{args.alias} -> v{version}" + (f" for {','.join(gateways)}" if gateways is not None else ""))
@@ -44,6 +56,8 @@ def _cmd_promote(store: ModelStore, args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(store: ModelStore, args: argparse.Namespace) -> int:
+    if _refused(store, args, store.rollback_target(args.model, args.alias)):
+        return 1
     version = store.rollback(args.model, args.alias)
     print(f"{args.model}:{args.alias} -> v{version}")
     return 0
@@ -96,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("model")
     p.add_argument("ref", nargs="?", default="stable", help="version number or alias")
     p.set_defaults(func=_cmd_show)
-    p = sub.add_parser("promote", help="point an alias at a version")
+    p = sub.add_parser("promote", help="point an alias at a version, once it verifies and loads (exit 1 if not)")
     p.add_argument("model")
     p.add_argument("ref", help="version number or alias to promote")
     p.add_argument("--alias", default="stable")

@@ -126,6 +126,15 @@ class ModelStore:
             if entry.get("gateways") is not None
         }
 
+    def alias_history(self, name: str, alias: str) -> list[int]:
+        """The versions the alias named, oldest first (the current one last)."""
+        entry = self._read_alias_file(name).get(alias)
+        return [int(v) for v in entry.get("history", [])] if entry else []
+
+    def rollback_target(self, name: str, alias: str = "stable") -> int:
+        """The version ``rollback`` would point the alias at, without moving it."""
+        return _previous(name, alias, self._read_alias_file(name).get(alias))
+
     def verify(self, name: str, version: int) -> list[str]:
         """Problems found (empty when every file matches its recorded size and sha256)."""
         try:
@@ -254,12 +263,7 @@ class ModelStore:
         with self._locked(name):
             data = self._read_alias_file(name)
             entry = data.get(alias)
-            if entry is None:
-                raise StoreError(f"model {name!r} has no alias {alias!r}")
-            history = [v for v in entry.get("history", []) if v != entry["version"]]
-            if not history:
-                raise StoreError(f"{name}:{alias} has no earlier version to roll back to")
-            previous = history[-1]
+            previous = _previous(name, alias, entry)
             self.version_dir(name, previous)
             entry["history"] = entry["history"][: len(entry["history"]) - 1]
             if not entry["history"] or entry["history"][-1] != previous:
@@ -278,3 +282,12 @@ class ModelStore:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, mdir / ALIASES_FILE)
+
+
+def _previous(name: str, alias: str, entry: dict | None) -> int:
+    if entry is None:
+        raise StoreError(f"model {name!r} has no alias {alias!r}")
+    history = [v for v in entry.get("history", []) if v != entry["version"]]
+    if not history:
+        raise StoreError(f"{name}:{alias} has no earlier version to roll back to")
+    return int(history[-1])

@@ -19,7 +19,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 PIPELINE_STAGES = ("detect", "classify", "track", "rules", "total")
 INFER_STAGES = ("read", "decode", "detect", "classify", "total")
-RELOAD_RESULTS = ("swapped", "failed")
+# fallback: at start-up the alias named a version that cannot be served, so an earlier one is.
+RELOAD_RESULTS = ("swapped", "failed", "fallback")
 IGNORE_REASONS = ("mask", "outside_zones")
 DOWNLOAD_RESULTS = ("ok", "refused", "failed")
 EVENT_TYPES = ("expression_change", "sustained_negative_affect", "abrupt_change", "camera_fault")

@@ -11,7 +11,7 @@ from model_store import StoreError
 from service.api.deps import AdminDep, RuntimeDep
 from service.api.errors import ApiError
 from service.api.schemas import PromoteRequest, RollbackRequest
-from service.models import ReloadResult
+from service.models import PromoteError, ReloadResult
 from service.runtime import Runtime
 
 router = APIRouter()
@@ -75,34 +75,18 @@ async def reload(runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
 
 @router.post("/models/promote")
 async def promote(body: PromoteRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
-    """Point an alias at a version, after checking its files; reloads when it is the served alias."""
-    mgr = runtime.models
-    name = mgr.cfg.name
+    """Point an alias at a version once it verifies, loads and warms up; swaps when it is served."""
     try:
-        mgr.store.version_dir(name, body.version)
-    except StoreError as exc:
-        raise ApiError(422, "unknown_version", str(exc)) from None
-    problems = await anyio.to_thread.run_sync(mgr.store.verify, name, body.version)
-    if problems:
-        raise ApiError(422, "verify_failed", f"v{body.version} refused: {'; '.join(problems[:3])}")
-    try:
-        mgr.store.set_alias(name, body.alias, body.version)
-    except StoreError as exc:
-        raise ApiError(422, "promote_failed", str(exc)) from None
-    out: dict[str, Any] = {"alias": body.alias, "version": body.version, "reload": None}
-    if body.alias == mgr.cfg.alias:
-        out["reload"] = _reload_or_raise(await _reload(runtime))
-    return out
+        moved = await anyio.to_thread.run_sync(runtime.models.promote, body.version, body.alias)
+    except PromoteError as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    return moved.model_dump()
 
 
 @router.post("/models/rollback")
 async def rollback(body: RollbackRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
-    mgr = runtime.models
     try:
-        version = mgr.store.rollback(mgr.cfg.name, body.alias)
-    except StoreError as exc:
-        raise ApiError(422, "rollback_failed", str(exc)) from None
-    out: dict[str, Any] = {"alias": body.alias, "version": version, "reload": None}
-    if body.alias == mgr.cfg.alias:
-        out["reload"] = _reload_or_raise(await _reload(runtime))
-    return out
+        moved = await anyio.to_thread.run_sync(runtime.models.rollback, body.alias)
+    except PromoteError as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    return moved.model_dump()

@@ -1,8 +1,13 @@
-"""Hot reload after TF Serving's availability-preserving policy (DESIGN §2).
+"""Hot reload after TF Serving's availability-preserving policy (DESIGN §2), and promotion.
 
 The served model is one reference. A request reads it once and keeps that object, so it finishes
 on the version it started with even if a swap happens meanwhile; swapping is one assignment made
 under a lock after the new version has been verified, loaded and warmed up.
+
+Promotion and rollback load and warm the target before they move the alias, so a refused version
+never becomes what the next start-up reads. Should an alias name a bad version at start-up anyway
+(moved by hand, or by an older CLI), the alias's previous good version is served, loudly.
+Everything here blocks on the disk and on the store's file lock: call it from a worker thread.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from model_store import ModelStore, StoreError
 from service.config import ModelConfig
@@ -24,10 +29,24 @@ logger = logging.getLogger(__name__)
 
 
 class ReloadResult(BaseModel):
-    result: Literal["swapped", "unchanged", "failed"]
+    result: Literal["swapped", "unchanged", "failed", "fallback"]
     version: int | None
     previous_version: int | None = None
     error: str | None = None
+
+
+class PromoteError(Exception):
+    """A promotion or rollback refused; the alias did not move. ``code`` is the API error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class AliasMove(BaseModel):
+    alias: str
+    version: int
+    reload: ReloadResult | None = Field(None, description="set when the alias is the served one")
 
 
 class ModelManager:
@@ -61,15 +80,47 @@ class ModelManager:
         return model
 
     def load_initial(self) -> LoadedModel:
-        """Load the alias at start-up; there is no old model to fall back to, so errors propagate."""
+        """Load the alias at start-up, or else the newest good version it named before."""
         try:
             version = self.store.resolve(self.cfg.name, self.cfg.alias)
         except StoreError as exc:
             raise ModelLoadError(str(exc)) from None
-        model = self._load(version)
+        try:
+            model = self._load(version)
+        except (ModelLoadError, StoreError) as exc:
+            model = self._fall_back(version, str(exc))
         self._swap(model)
         logger.info("serving %s v%s (%s)", model.name, model.version, model.model_file)
         return model
+
+    def _fall_back(self, bad: int, error: str) -> LoadedModel:
+        name, alias = self.cfg.name, self.cfg.alias
+        try:
+            history = self.store.alias_history(name, alias)
+        except StoreError:
+            history = []
+        tried = {bad}
+        for version in reversed(history):
+            if version in tried:
+                continue
+            tried.add(version)
+            try:
+                model = self._load(version)
+            except (ModelLoadError, StoreError) as exc:
+                logger.error("%s:%s history: v%s cannot be served either: %s", name, alias, version, exc)
+                continue
+            logger.error(
+                "%s:%s names v%s, which cannot be served (%s); falling back to the alias's previous good "
+                "version, serving v%s. Fix the alias: python -m model_store promote %s <version>",
+                name, alias, bad, error, version, name,
+            )  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.model_reloads.labels("fallback").inc()
+            # The watcher must not count the same bad version again on every poll.
+            self._failed_version = bad
+            self.last_result = ReloadResult(result="fallback", version=version, error=error)
+            return model
+        raise ModelLoadError(error)
 
     def _load(self, version: int) -> LoadedModel:
         return load_version(
@@ -134,6 +185,59 @@ class ModelManager:
                 self.metrics.model_reloads.labels("failed").inc()
         self.last_result = ReloadResult(result="failed", version=previous, previous_version=previous, error=error)
         return self.last_result
+
+    def promote(self, version: int, alias: str) -> AliasMove:
+        """Point ``alias`` at ``version`` once it verifies, loads and warms up; swap if it is served."""
+        name = self.cfg.name
+        with self._lock:
+            try:
+                self.store.version_dir(name, version)
+            except StoreError as exc:
+                raise PromoteError("unknown_version", str(exc)) from None
+            problems = self.store.verify(name, version)
+            if problems:
+                raise PromoteError("verify_failed", f"v{version} refused: {'; '.join(problems[:3])}")
+            return self._move(alias, version, lambda: self.store.set_alias(name, alias, version), "promote_failed")
+
+    def rollback(self, alias: str) -> AliasMove:
+        """Point ``alias`` back at its previous version, once that version loads and warms up."""
+        name = self.cfg.name
+        with self._lock:
+            try:
+                version = self.store.rollback_target(name, alias)
+            except StoreError as exc:
+                raise PromoteError("rollback_failed", str(exc)) from None
+            return self._move(alias, version, lambda: self.store.rollback(name, alias), "rollback_failed")
+
+    def _move(self, alias: str, version: int, move: Callable[[], object], code: str) -> AliasMove:
+        served = alias == self.cfg.alias
+        current = self._current
+        model = None
+        if not (served and current is not None and current.version == version):
+            try:
+                model = self._load(version)
+            except (ModelLoadError, StoreError) as exc:
+                logger.error("%s of %s:%s to v%s refused, alias not moved: %s", code.split("_")[0],
+                             self.cfg.name, alias, version, exc)  # fmt: skip
+                raise PromoteError(code, f"v{version} refused, {alias} not moved: {exc}") from None
+        try:
+            move()
+        except StoreError as exc:
+            raise PromoteError(code, str(exc)) from None
+        if not served:
+            return AliasMove(alias=alias, version=version)
+        previous = current.version if current else None
+        if model is None:
+            self._failed_version = None
+            self.last_result = ReloadResult(result="unchanged", version=previous)
+        else:
+            self._swap(model)
+            self._failed_version = None
+            logger.info("swapped %s v%s -> v%s (%s)", self.cfg.name, previous, version, code.split("_")[0])
+            if self.metrics is not None:
+                self.metrics.model_reloads.labels("swapped").inc()
+            self.last_result = ReloadResult(result="swapped", version=version, previous_version=previous)
+        return AliasMove(alias=alias, version=version, reload=self.last_result)
 
     def start_watching(self) -> None:
         if self.cfg.watch_interval_s <= 0 or self._thread is not None:

@@ -1,0 +1,52 @@
+"""Whether a version can be served, checked before an alias moves to it.
+
+The sha256 of every file says the files are the ones published, not that they make a model: a
+garbage graph published with its own hash, or labels that do not match the graph's outputs, pass
+verification and still fail in the service. So where onnxruntime is installed, each graph is also
+loaded and run once on a batch of the manifest's input spec.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from model_store.store import ModelStore
+
+_CHANNELS = {"gray": 1, "bgr": 3, "rgb": 3}
+_ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+def servable_problems(store: ModelStore, name: str, version: int) -> list[str]:
+    """Empty when the files verify and (with onnxruntime) every graph loads and fits the manifest."""
+    problems = store.verify(name, version)
+    if problems or importlib.util.find_spec("onnxruntime") is None:
+        return problems
+    import onnxruntime as ort
+
+    manifest = store.manifest(name, version)
+    spec = manifest.input
+    vdir = store.version_dir(name, version)
+    batch = np.zeros((1, _CHANNELS[spec.colour], spec.height, spec.width), np.uint8 if spec.dtype == "uint8"
+                     else np.float32)  # fmt: skip
+    for fname in [manifest.model_file, *(v.file for v in manifest.variants.values())]:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(vdir / fname), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
+            problems.append(f"{fname}: onnxruntime cannot load it: {str(exc).splitlines()[0][:200]}")
+            continue
+        inputs = session.get_inputs()
+        if len(inputs) != 1 or inputs[0].type != _ORT_TYPES[spec.dtype]:
+            problems.append(f"{fname}: graph input is {[i.type for i in inputs]}, manifest says one {spec.dtype}")
+            continue
+        try:
+            out = session.run(None, {inputs[0].name: batch})[0]
+        except Exception as exc:
+            problems.append(f"{fname}: fails on a {list(batch.shape)} batch: {str(exc).splitlines()[0][:200]}")
+            continue
+        if out.shape != (1, len(manifest.labels)):
+            problems.append(f"{fname}: output shape {list(out.shape[1:])} does not match {len(manifest.labels)} labels")
+    return problems
