@@ -1,6 +1,7 @@
 """Entry point: ``python -m service --config PATH`` or ``fer-edge serve --config PATH``.
 
-The model is loaded and warmed up before the port opens (no slow first request); SIGTERM makes
+The app's lifespan starts the runtime, so the model is loaded and warmed up before uvicorn opens
+the port (no slow first request); a start-up failure is one line and exit code 2. SIGTERM makes
 uvicorn shut down, and the lifespan then ends open anomalies, publishes `stopped` and flushes
 the outbox.
 """
@@ -14,10 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from model_store import StoreError
 from service.config import ConfigError, Settings, load_settings
-from service.models import ModelLoadError
-from service.pipeline.detect import DetectorError
 
 logger = logging.getLogger("service")
 
@@ -44,35 +42,23 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
-    from service.runtime import Runtime
+    from service.server import server_config
 
-    runtime: Runtime | None = None
-    try:
-        runtime = Runtime(settings)
-        runtime.start()
-    except (ModelLoadError, StoreError, DetectorError, OSError) as exc:
-        logger.error("cannot start: %s", exc)
-        if runtime is not None:
-            runtime.stop()
-        return 2
-    app = create_app(settings, runtime)
-    config = uvicorn.Config(
-        app,
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
+    # The app's lifespan owns the runtime; uvicorn runs it before it binds the port.
+    app = create_app(settings)
+    server = uvicorn.Server(server_config(app, settings))
     # uvicorn handles SIGTERM/SIGINT itself and re-raises the signal once it has shut down; this
     # handler receives that re-raise, so a graceful stop exits 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _after_shutdown)
     try:
         server.run()
-    finally:
-        runtime.stop()
+    except SystemExit:
+        # uvicorn exits 3 when the lifespan fails; ours says why in one line and exits 2.
+        if app.state.start_error is None:
+            raise
+    if app.state.start_error is not None:
+        return 2
     return 0 if server.started else 1
 
 

@@ -1,19 +1,27 @@
-"""create_app(settings): assembles the FastAPI app; the lifespan starts and stops the Runtime."""
+"""create_app(settings): assembles the FastAPI app; its lifespan is the one owner of the Runtime."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
 
+from model_store import StoreError
 from service import __version__
 from service.api import health, infer, models
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware, RequestGuardMiddleware
 from service.config import Settings
+from service.models import ModelLoadError
+from service.pipeline.detect import DetectorError
 from service.runtime import Runtime
+
+logger = logging.getLogger("service")
+# What a start-up can fail on that the operator fixes: told in one line, not a traceback.
+START_ERRORS = (ModelLoadError, StoreError, DetectorError, OSError)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
@@ -22,7 +30,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.infer_limiter = anyio.CapacityLimiter(settings.api.max_concurrency)
-        await anyio.to_thread.run_sync(runtime.start)
+        try:
+            await anyio.to_thread.run_sync(runtime.start)
+        except START_ERRORS as exc:
+            logger.error("cannot start: %s", exc)
+            app.state.start_error = exc
+            await anyio.to_thread.run_sync(runtime.stop)
+            raise
         try:
             yield
         finally:
@@ -30,6 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
+    app.state.start_error = None
     install_error_handlers(app)
     api = settings.api
     app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_upload_bytes, timeout_s=api.body_timeout_s)

@@ -10,6 +10,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
+from service.comms.payloads import EVENT_TYPES
+
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()
 
@@ -23,7 +25,6 @@ INFER_STAGES = ("read", "decode", "detect", "classify", "total")
 RELOAD_RESULTS = ("swapped", "failed", "fallback")
 IGNORE_REASONS = ("mask", "outside_zones")
 DOWNLOAD_RESULTS = ("ok", "refused", "failed")
-EVENT_TYPES = ("expression_change", "sustained_negative_affect", "abrupt_change", "camera_fault")
 
 
 class Metrics:

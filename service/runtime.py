@@ -66,7 +66,7 @@ class Runtime:
         return self.started_at is not None and self.models.current is not None and not self._stopped
 
     def start(self) -> None:
-        """Idempotent: the entry point starts the runtime before the HTTP server binds its port."""
+        """Called by the app's lifespan, before the HTTP server binds its port; idempotent."""
         if self.started_at is not None:
             return
         s = self.settings
@@ -111,9 +111,13 @@ class Runtime:
         if self._stopped:
             return
         self._stopped = True
+        # Stop all, then join all: N cameras take one timeout to stop, not N.
+        for pipeline in self.pipelines:
+            pipeline.request_stop()
+        deadline = time.monotonic() + 5.0
         for pipeline in self.pipelines:
             try:
-                pipeline.stop()
+                pipeline.join(deadline)
             except Exception:
                 logger.exception("camera %s did not stop cleanly", pipeline.cam.id)
         if self.sync is not None:

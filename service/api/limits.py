@@ -52,6 +52,9 @@ class RequestGuardMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _quiet_startup_failure(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -96,6 +99,16 @@ class RequestGuardMiddleware:
             self.metrics.http_requests.labels(path, str(status or 500)).inc()
             if path == "/infer":
                 self.metrics.infer_seconds.labels("total").observe(time.perf_counter() - started)
+
+
+def _quiet_startup_failure(send: Send) -> Send:
+    # The lifespan has logged why in one line; Starlette's message is the whole traceback.
+    async def quiet(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            message = {**message, "message": ""}
+        await send(message)
+
+    return quiet
 
 
 class BodyLimitMiddleware:

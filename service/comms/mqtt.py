@@ -1,9 +1,10 @@
 """MQTT publisher (paho-mqtt 2.x): owns the topics, the Last Will, the retained state and the outbox.
 
 Events are written to the outbox first and a delivery thread sends them in order, deleting each
-row once the broker acknowledged it; retained state lives in memory and is re-sent after every
-(re)connect, together with `online` and the Home Assistant discovery (Frigate's most-cited bug was
-not recovering after a broker restart). Callbacks never block: they set flags and publish.
+row once the broker acknowledged it: at least once and in order per camera (see `_deliver`).
+Retained state lives in memory and is re-sent after every (re)connect, together with `online`
+and the Home Assistant discovery (Frigate's most-cited bug was not recovering after a broker
+restart). Callbacks never block: they set flags and publish.
 
 In a fleet (``gateway_id`` set) every payload names the gateway, availability and the Last Will
 are the gateway's own, and the retained camera claims of all gateways are watched so that two
@@ -273,10 +274,14 @@ class MqttPublisher:
                 self._stopping.wait(1.0)
 
     def _deliver(self, rows: list[OutboxRow]) -> None:
-        sent = [(row, self.client.publish(row.topic, row.payload, qos=1)) for row in rows]
-        # paho re-sends unacknowledged QoS 1 messages itself after a reconnect, so waiting here
-        # across an outage keeps order without duplicating; only an ack that never comes while
-        # connected makes the rows go out again on the next pass.
+        sent = [(row, self.client.publish(row.topic, row.payload, qos=self.cfg.events_qos)) for row in rows]
+        # The guarantee is at least once, in order per camera: a row is deleted only after its ack.
+        # paho re-sends unacknowledged messages itself after a reconnect, and waiting here across an
+        # outage keeps the order; but a broker killed after it forwarded a message and before its
+        # ack reached us, an ack that never comes while connected, or a service killed between the
+        # ack and the delete, all send the event again. Every event carries a unique `id` for
+        # subscribers to de-duplicate on. QoS 2 (`mqtt.events_qos`) removes only the broker's
+        # re-sends of one delivery, not ours.
         waited = 0.0
         while not all(info.is_published() for _, info in sent):
             if self._stopping.is_set():

@@ -12,8 +12,10 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.metrics import Metrics
+if TYPE_CHECKING:  # service.metrics imports the payload vocabulary from this package
+    from service.metrics import Metrics
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

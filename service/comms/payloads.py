@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import string
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +17,13 @@ _ALPHABET = string.ascii_lowercase + string.digits
 def new_event_id(start_time: float) -> str:
     """Frigate's id shape: ``<start-timestamp>-<6 random chars>``."""
     return f"{start_time:.6f}-{''.join(secrets.choice(_ALPHABET) for _ in range(6))}"
+
+
+# The event vocabulary, defined once: metrics, discovery and the rule engine derive from these.
+AnomalyType = Literal["sustained_negative_affect", "abrupt_change", "camera_fault"]
+AnomalyLifecycle = Literal["new", "update", "end"]
+ExpressionEventType = Literal["expression_change"]
+EVENT_TYPES: tuple[str, ...] = (*get_args(ExpressionEventType), *get_args(AnomalyType))
 
 
 class Payload(BaseModel):
@@ -60,7 +67,7 @@ class ExpressionChange(Payload):
     """On ``<prefix>/<camera>/events``: a tracked face's smoothed label changed and held."""
 
     kind: Literal["expression"] = "expression"
-    event_type: Literal["expression_change"] = "expression_change"
+    event_type: ExpressionEventType = "expression_change"
     id: str
     camera: str
     track_id: int
@@ -72,14 +79,11 @@ class ExpressionChange(Payload):
     current_zones: list[str] = Field(default_factory=list, description=_ZONES)
 
 
-AnomalyType = Literal["sustained_negative_affect", "abrupt_change", "camera_fault"]
-
-
 class AnomalyEvent(Payload):
     """On ``<prefix>/<camera>/events``: Frigate's new/update/end lifecycle; ``id`` is stable across it."""
 
     kind: Literal["anomaly"] = "anomaly"
-    type: Literal["new", "update", "end"]
+    type: AnomalyLifecycle
     id: str
     camera: str
     event_type: AnomalyType

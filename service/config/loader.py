@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from service.config.settings import Settings
 
 ENV_PREFIX = "FER_"
-# Read by the entry point, not a setting.
-_NOT_SETTINGS = {"FER_CONFIG"}
+# Not settings: the entry point reads FER_CONFIG, and `python -m model_store` FER_MODEL_STORE.
+_NOT_SETTINGS = {"FER_CONFIG", "FER_MODEL_STORE"}
 
 
 class ConfigError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -57,6 +58,9 @@ class MqttConfig(Strict):
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    events_qos: Literal[1, 2] = Field(
+        1, description="QoS of fer/<camera>/events; 2 removes the broker's own re-sends, not the outbox's"
+    )
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
-from service.comms.payloads import AnomalyEvent, AnomalyType, Event, ExpressionChange, ExpressionState, new_event_id
+from service.comms.payloads import (
+    AnomalyEvent,
+    AnomalyLifecycle,
+    AnomalyType,
+    Event,
+    ExpressionChange,
+    ExpressionState,
+    new_event_id,
+)
 from service.config import RulesConfig, TrackingConfig
 from service.pipeline.track import Track
 
@@ -113,7 +120,7 @@ class RuleEngine:
     def _anomaly(
         self,
         o: _Open,
-        kind: Literal["new", "update", "end"],
+        kind: AnomalyLifecycle,
         score: float,
         end_time: float | None = None,
         zones: tuple[str, ...] = (),

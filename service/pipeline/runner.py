@@ -96,16 +96,29 @@ class CameraPipeline:
         for t in self._threads:
             t.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def request_stop(self) -> None:
+        """Tell the threads to stop without waiting: the runtime stops every camera, then joins them."""
         self._stop.set()
+
+    def join(self, deadline: float) -> None:
+        """Wait for the threads until ``deadline`` (monotonic), then close the camera's open events."""
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         now = time.time()
-        self._emit(self.engine.close(now))
+        worker = self._threads[-1] if self._threads else None
+        if worker is not None and worker.is_alive():
+            # The rule engine belongs to the worker thread; closing it from here would race.
+            logger.error("camera %s: worker still running after stop; its open events are not ended", self.cam.id)
+        else:
+            self._emit(self.engine.close(now))
         self.publisher.set_camera_status(
             CameraStatus(camera=self.cam.id, state="offline", reason="stopped", timestamp=now)
         )
         self.metrics.camera_up.labels(self.cam.id).set(0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.request_stop()
+        self.join(time.monotonic() + timeout)
 
     def _on_replaced(self, kind: str) -> None:
         if kind == "dropped":

@@ -108,3 +108,9 @@ def test_entry_point_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "config error at api.prot: unknown key" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_store_cli_variable_is_not_a_service_setting(tmp_path: Path) -> None:
+    """`python -m model_store` reads FER_MODEL_STORE; a shell that sets it must still start the service."""
+    s = load_settings(None, {"FER_MODEL_STORE": str(tmp_path), "FER_MQTT__PORT": "1884"})
+    assert s.mqtt.port == 1884

@@ -195,3 +195,30 @@ def test_outbox_overflow_drops_oldest_then_delivers_in_order(tmp_path: Path) -> 
         if sub is not None:
             sub.close()
         broker.kill()
+
+
+def test_events_can_be_sent_at_qos_2(tmp_path: Path, broker: Mosquitto) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list[int] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="qos2-sub")
+    client.on_message = lambda c, u, msg: got.append(msg.qos)
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("fer/+/events", qos=2)
+    client.loop_start()
+    cfg = MqttConfig.model_validate({"port": broker.port, "client_id": "fer-qos2", "events_qos": 2})
+    metrics = Metrics(CollectorRegistry(), ["cam1"])
+    pub = MqttPublisher(cfg, Outbox(tmp_path / "o.sqlite3", 100, metrics), metrics, cameras=[("cam1", "c")])
+    try:
+        time.sleep(0.3)
+        pub.start()
+        for i in range(3):
+            pub.publish_event(change(i))
+        wait_until(lambda: len(got) == 3, 10, what="three events")
+        assert got == [2, 2, 2]
+        wait_until(lambda: len(pub.outbox) == 0, 10, what="outbox drained after the QoS 2 handshakes")
+    finally:
+        pub.stop()
+        client.loop_stop()
+        client.disconnect()
