@@ -13,7 +13,7 @@ from model_store import StoreError
 from service import __version__
 from service.api import health, infer, models
 from service.api.errors import install_error_handlers
-from service.api.limits import BodyLimitMiddleware, RequestGuardMiddleware
+from service.api.limits import BodyLimitMiddleware, ByteBudget, RequestGuardMiddleware
 from service.config import Settings
 from service.models import ModelLoadError
 from service.pipeline.detect import DetectorError
@@ -47,7 +47,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.state.start_error = None
     install_error_handlers(app)
     api = settings.api
-    app.add_middleware(BodyLimitMiddleware, max_bytes=api.max_upload_bytes, timeout_s=api.body_timeout_s)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=api.max_upload_bytes,
+        timeout_s=api.body_timeout_s,
+        budget=ByteBudget(api.max_body_bytes_in_flight),
+    )
     # Added last, so it is the outermost of ours: it sees every status, and every exception.
     app.add_middleware(RequestGuardMiddleware, metrics=runtime.metrics)
     app.include_router(health.router)

@@ -12,7 +12,9 @@ from fastapi import APIRouter, Request, Response
 from service.api.deps import RuntimeDep
 from service.api.errors import ApiError
 from service.api.schemas import FaceBox, FaceOut, ImageInfo, InferResponse, ModelRef
-from service.api.upload import check_media_type, media_type, read_image_bytes
+from service.api.upload import check_media_type, extract_image, media_type
+from service.inference import Analysis
+from service.models import LoadedModel
 
 router = APIRouter()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -26,14 +28,19 @@ async def infer(request: Request, response: Response, runtime: RuntimeDep) -> In
     response.headers["X-Request-ID"] = request_id
     mime, params = media_type(request)
     check_media_type(mime)
-    data = await read_image_bytes(request, mime, params)
+    body = await request.body()
     read_s = time.perf_counter() - started
     # Read the model once: this request finishes on this version even if a swap happens now.
     model = runtime.models.current
     if model is None:
         raise ApiError(503, "not_ready", "no model is loaded yet")
-    analysis = await anyio.to_thread.run_sync(runtime.analyser.analyse, data, model, limiter=runtime.infer_limiter)
-    del data
+
+    def work(raw: bytes, served: LoadedModel) -> Analysis:
+        # Parsing a multipart or base64 body of up to the limit is CPU work: not on the event loop.
+        return runtime.analyser.analyse(extract_image(raw, mime, params), served)
+
+    analysis = await anyio.to_thread.run_sync(work, body, model, limiter=runtime.infer_limiter)
+    del body
     m = runtime.metrics.infer_seconds
     m.labels("read").observe(read_s)
     for stage, seconds in analysis.timings_s.items():

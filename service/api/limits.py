@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 from starlette.requests import ClientDisconnect
@@ -111,14 +113,41 @@ def _quiet_startup_failure(send: Send) -> Send:
     return quiet
 
 
+class ByteBudget:
+    """Request-body bytes that all requests together may hold; a request waits for its share before
+    its body is read, so what waits stays in the socket (uvicorn stops reading past 64 KiB)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._cond = anyio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, n: int) -> AsyncIterator[None]:
+        n = min(n, self.capacity)
+        async with self._cond:
+            while self.used + n > self.capacity:
+                await self._cond.wait()
+            self.used += n
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                async with self._cond:
+                    self.used -= n
+                    self._cond.notify_all()
+
+
 class BodyLimitMiddleware:
     """Refuses by Content-Length before reading; counts streamed (chunked) bodies as they arrive;
-    a body that has not arrived within ``timeout_s`` of its first read is refused with a 408."""
+    a body that has not arrived within ``timeout_s`` of its first read is refused with a 408; and
+    the bodies of all requests together stay within ``budget`` (a chunked one counts as the limit)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, budget: ByteBudget) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +185,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge(limit)
             return message
 
-        await self.app(scope, limited, send)
+        if not _has_body(scope):
+            await self.app(scope, limited, send)
+            return
+        async with self.budget.hold(int(length) if length is not None else self.max_bytes):
+            await self.app(scope, limited, send)
 
 
 def _body(code: str, message: str) -> bytes:

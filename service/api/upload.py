@@ -98,8 +98,8 @@ def _json_image(body: bytes) -> bytes:
         raise ApiError(400, "invalid_base64", "`image` is not valid base64") from None
 
 
-async def read_image_bytes(request: Request, mime: str, params: dict[bytes, bytes]) -> bytes:
-    body = await request.body()
+def extract_image(body: bytes, mime: str, params: dict[bytes, bytes]) -> bytes:
+    """The image bytes in a request body; CPU work on up to the body limit, so run off the event loop."""
     if mime == "multipart/form-data":
         boundary = params.get(b"boundary")
         if not boundary:

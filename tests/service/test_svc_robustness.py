@@ -213,3 +213,31 @@ def test_decoded_pixels_in_flight_are_bounded_across_requests(make_settings: Cal
         resp = client.post("/infer", content=png, headers={"Content-Type": "image/png"})
         assert_error(resp, 413, "image_too_large")
         assert json.loads(resp.text)["error"]["message"].startswith("1000x1200")
+
+
+def test_request_bodies_in_flight_are_bounded_across_connections(make_settings: Callable[..., Settings]) -> None:
+    """While one upload holds the whole body budget, another waits for it instead of being read."""
+    mib = 1024 * 1024
+    settings = make_settings(api={"max_upload_bytes": mib, "max_body_bytes_in_flight": mib, "body_timeout_s": 2})
+    with served(create_app(settings), settings) as url:
+        port = int(url.rsplit(":", 1)[1])
+        head = b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(head % (900 * 1024) + b"\xff\xd8\xff" + b"\0" * 1000)
+        time.sleep(0.3)
+        answers: dict[str, float] = {}
+
+        def second() -> None:
+            body = b"\xff\xd8\xff" + b"\0" * (800 * 1024)
+            resp = httpx.post(f"{url}/infer", content=body, headers={"Content-Type": "image/jpeg"}, timeout=30)
+            assert resp.status_code == 422, resp.text
+            answers["second"] = time.monotonic()
+
+        t = threading.Thread(target=second)
+        t.start()
+        answer = _closed_by_server(stalled, 10)
+        answers["stalled"] = time.monotonic()
+        t.join(30)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
+        assert answers["second"] >= answers["stalled"] - 0.05, answers
+        assert httpx.get(f"{url}/healthz").status_code == 200
