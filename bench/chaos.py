@@ -217,6 +217,7 @@ class DeliveryReport:
     kills: int
     intact: bool = True
     seconds: float = 0.0
+    gaps: list[str] = field(default_factory=list)  # ids missing between received ones, to look them up
 
     @property
     def lost(self) -> int:
@@ -230,7 +231,7 @@ class DeliveryReport:
         return (f"{self.scenario}: qos {self.qos}, {self.kills} kills in {self.seconds:.0f} s: "
                 f"produced {self.produced}, received {self.received} ({self.unique} unique), lost {self.lost}, "
                 f"duplicates {self.duplicates}, order violations {self.order_violations}, "
-                f"outbox intact {self.intact}")  # fmt: skip
+                f"outbox intact {self.intact}" + (f"; missing ids {self.gaps[:5]}" if self.gaps else ""))  # fmt: skip
 
 
 def report(scenario: str, qos: int, outbox: Path, sub: EventSubscriber, kills: int, started: float,
@@ -246,8 +247,13 @@ def report(scenario: str, qos: int, outbox: Path, sub: EventSubscriber, kills: i
         if ts < last.get(cam, 0.0):
             violations += 1
         last[cam] = max(ts, last.get(cam, 0.0))
+    seen: dict[tuple[str, str], set[int]] = {}
+    for eid in first:
+        cam, pid, n = eid.rsplit("-", 2)
+        seen.setdefault((cam, pid), set()).add(int(n))
+    gaps = [f"{cam}-{pid}-{n}" for (cam, pid), ns in sorted(seen.items()) for n in range(max(ns)) if n not in ns]
     return DeliveryReport(scenario, qos, produced(outbox), len(arrivals), len(first), violations, kills,
-                          ok_outbox, time.monotonic() - started)  # fmt: skip
+                          ok_outbox, time.monotonic() - started, gaps)  # fmt: skip
 
 
 def settle(sub: EventSubscriber, quiet_s: float = 2.0, timeout: float = 30.0) -> None:

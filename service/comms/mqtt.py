@@ -41,6 +41,7 @@ from service.config import MqttConfig
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+QOS2_IN_FLIGHT = 10
 
 
 MessageHandler = Callable[[str, bytes], None]
@@ -76,6 +77,10 @@ class MqttPublisher:
         self._acked = threading.Event()
         self._warned_unreachable = False
         self._thread: threading.Thread | None = None
+        # paho re-sends every unfinished QoS 2 message at once after a reconnect, and a broker refuses
+        # a client with more than its receive maximum in flight (mosquitto: 20, "quota exceeded") on
+        # every reconnect, so delivery would never resume. Below that, it always fits.
+        self._batch = cfg.outbox.batch if cfg.events_qos == 1 else min(cfg.outbox.batch, QOS2_IN_FLIGHT)
         self.client = self._make_client()
 
     # -- client ----------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ class MqttPublisher:
             try:
                 if not self._connected.wait(0.5):
                     continue
-                rows = self.outbox.peek(self.cfg.outbox.batch)
+                rows = self.outbox.peek(self._batch)
                 if not rows:
                     self._wake.wait(0.5)
                     self._wake.clear()
