@@ -10,6 +10,7 @@ them forever. The protocol below closes a connection whose headers are not compl
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from typing import Any, ClassVar
 
@@ -30,7 +31,10 @@ def _raw_response(status: str, code: str, message: str) -> bytes:
     return head.encode() + body
 
 
-class GuardedH11Protocol(H11Protocol):
+class ConnectionGuard:
+    """Mixed into uvicorn's httptools or h11 protocol: both keep ``cycle``, ``connections``, ``loop``
+    and ``transport``, and call ``on_response_complete`` after each response."""
+
     header_timeout_s: ClassVar[float] = 10.0
     max_connections: ClassVar[int] = 256
 
@@ -89,11 +93,20 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+def _http_base() -> type:
+    # httptools parses faster where it is installed (the service extra has it); h11 is uvicorn's own.
+    if importlib.util.find_spec("httptools") is not None:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    return H11Protocol
+
+
 def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
     api = settings.api
     protocol = type(
-        "ServiceH11Protocol",
-        (GuardedH11Protocol,),
+        "ServiceHttpProtocol",
+        (ConnectionGuard, _http_base()),
         {"header_timeout_s": api.header_timeout_s, "max_connections": api.max_connections},
     )
     return uvicorn.Config(
