@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 
 from service.config import load_settings
 from tests.deploy.helpers import (
@@ -171,3 +172,25 @@ def test_service_container_is_locked_down():
     assert service["cap_drop"] == ["ALL"]
     assert "no-new-privileges:true" in service["security_opt"]
     assert "privileged" not in service and "cap_add" not in service
+
+
+def test_every_fer_setting_reaches_the_service_through_its_env_file(tmp_path: Path):
+    """docker-compose renders the env_file into the container's environment: any settings key set
+    there reaches the service, and the shipped file sets nothing the service would refuse."""
+    assert compose()["services"]["fer-service"]["env_file"] == ["./deploy/service.env"]
+    shipped = [line for line in (REPO / "deploy" / "service.env").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert shipped == []  # a template: a gateway's own values never come tracked
+    binary = tool("docker-compose")
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE.read_text())
+    env = {"FER_DETECTOR__KIND": "haar", "FER_API__DETECT_MAX_SIDE": "480", "FER_CAMERAS__0__FPS": "10"}
+    (tmp_path / "deploy" / "service.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    out = subprocess.run([binary, "-f", str(tmp_path / "docker-compose.yml"), "config"], cwd=tmp_path,
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    rendered = yaml.safe_load(out)["services"]["fer-service"]["environment"]
+    assert {k: rendered[k] for k in env} == env
+    # Pass-through names unset in this shell render as null: Docker leaves them out of the container.
+    environ = {k: str(v) for k, v in rendered.items() if k.startswith("FER_") and v is not None}
+    settings = load_settings(DOCKER_CONFIG, environ)
+    assert settings.detector.kind == "haar" and settings.api.detect_max_side == 480
