@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -38,15 +39,36 @@ def _after_shutdown(signum: int, frame: object) -> None:
     logger.info("stopped on signal %s", signal.Signals(signum).name)
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why the HTTP port cannot be bound, or None; checked before the broker sees us `online`."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # What uvicorn sets too: a port left in TIME_WAIT by a previous run is free to use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return (f"cannot listen on {host}:{port} ({exc.strerror or exc}): another process has the port? "
+                    "Choose another with FER_API__PORT (or api.port in the config, or --port)")  # fmt: skip
+    return None
+
+
 def serve(settings: Settings) -> int:
     import uvicorn
 
     from service.app import create_app
     from service.server import server_config
 
+    problem = port_problem(settings.api.host, settings.api.port)
+    if problem is not None:
+        logger.error("cannot start: %s", problem)
+        return 2
     # The app's lifespan owns the runtime; uvicorn runs it before it binds the port.
     app = create_app(settings)
     server = uvicorn.Server(server_config(app, settings))
+    app.state.exiting = lambda: server.should_exit
     # uvicorn handles SIGTERM/SIGINT itself and re-raises the signal once it has shut down; this
     # handler receives that re-raise, so a graceful stop exits 0 instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):

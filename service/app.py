@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from model_store import StoreError
 from service import __version__
-from service.api import health, infer, models
+from service.api import cameras, health, infer, models
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware, ByteBudget, RequestGuardMiddleware
 from service.config import Settings
+from service.dashboard import routes as dashboard
 from service.models import ModelLoadError
 from service.pipeline.detect import DetectorError
 from service.runtime import Runtime
@@ -45,6 +47,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
     app.state.start_error = None
+    # Whoever runs the server sets this to its exit flag, so that open event streams end on shutdown.
+    app.state.exiting = lambda: False
     install_error_handlers(app)
     api = settings.api
     app.add_middleware(
@@ -58,4 +62,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(infer.router)
     app.include_router(models.router)
+    app.include_router(cameras.router)
+    app.include_router(dashboard.router)
+    app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
     return app

@@ -9,16 +9,23 @@ are still in the outbox when the publisher flushes it.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import anyio
 from prometheus_client import CollectorRegistry
 
+from service.analysis_switch import AnalysisSwitches
 from service.comms.base import MemoryPublisher, Publisher
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
+from service.comms.payloads import SWITCH_PAYLOADS, AnalysisState
+from service.comms.topics import Topics
 from service.config import DEMO_SOURCE, Settings
+from service.dashboard.latency import LatencyWindow
+from service.dashboard.relay import EventRelay
 from service.demo import ensure_demo_clip
 from service.fleet import ModelSync
 from service.inference import ImageAnalyser
@@ -46,6 +53,14 @@ class Runtime:
         self.publisher: Publisher = MemoryPublisher()
         self.analyser = ImageAnalyser(settings.detector, settings.api)
         self.pipelines: list[CameraPipeline] = []
+        self.switches: AnalysisSwitches | None = None
+        # One thread applies switch commands in arrival order: pausing joins the camera's threads,
+        # which must not happen on the broker's network thread.
+        self._switching = ThreadPoolExecutor(1, thread_name_prefix="analysis-switch")
+        self._switch_lock = threading.Lock()
+        self.latency = LatencyWindow(self.registry)
+        # The dashboard's subscriber: built in start(), none when MQTT is off.
+        self.relay: EventRelay | None = None
         self.infer_limiter: anyio.CapacityLimiter | None = None
         self.started_at: float | None = None
         self._stopped = False
@@ -73,11 +88,31 @@ class Runtime:
         if self.sync is not None:
             self.sync.bootstrap()
         self.models.load_initial()
+        self.switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
         self.publisher = self._make_publisher()
         self.publisher.set_labels(self.models.require().labels)
-        if self.sync is not None and isinstance(self.publisher, MqttPublisher):
-            self.sync.attach(self.publisher)
-        self.publisher.start()
+        if isinstance(self.publisher, MqttPublisher):
+            if self.sync is not None:
+                self.sync.attach(self.publisher)
+            self.publisher.subscribe(self.publisher.topics.analysis_set_any, self._on_analysis_message)
+        # A command that comes with the first connection waits on this lock for its camera,
+        # instead of being lost while the pipelines are still being built.
+        with self._switch_lock:
+            self.publisher.start()
+            if isinstance(self.publisher, MqttPublisher):
+                self.relay = EventRelay(s.mqtt, f"{self.publisher.client_id}-dashboard")
+                self.relay.start()
+            self._start_pipelines()
+        self.models.start_watching()
+        if self.sync is not None:
+            self.sync.start()
+        self.started_at = time.time()
+        logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.pipelines), s.model.name,
+                    self.models.require().version)  # fmt: skip
+
+    def _start_pipelines(self) -> None:
+        s = self.settings
+        assert self.switches is not None
         for cam in s.cameras:
             if not cam.enabled:
                 continue
@@ -93,24 +128,64 @@ class Runtime:
                 reconnect_min_s=cam.reconnect_min_s,
                 reconnect_max_s=cam.reconnect_max_s,
             )
-            pipeline.start()
             self.pipelines.append(pipeline)
-        self.models.start_watching()
-        if self.sync is not None:
-            self.sync.start()
-        self.started_at = time.time()
-        logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.pipelines), s.model.name,
-                    self.models.require().version)  # fmt: skip
+            self._apply_analysis(pipeline, self.switches.is_on(cam.id))
 
     def _resolve_source(self, source: int | str) -> int | str:
         if source != DEMO_SOURCE:
             return source
         return str(ensure_demo_clip(self.settings.state_dir))
 
+    def _apply_analysis(self, pipeline: CameraPipeline, on: bool) -> AnalysisState:
+        if on:
+            pipeline.start()
+        else:
+            pipeline.pause()
+        state = AnalysisState(camera=pipeline.cam.id, state="ON" if on else "OFF", timestamp=time.time())
+        self.publisher.set_analysis_state(state)
+        return state
+
+    def set_analysis(self, camera: str, on: bool) -> AnalysisState:
+        """Switch a camera's analysis; the choice is on disk before it takes effect. KeyError: no such camera."""
+        with self._switch_lock:
+            pipeline = next((p for p in self.pipelines if p.cam.id == camera), None)
+            if pipeline is None or self.switches is None or self._stopped:
+                raise KeyError(camera)
+            self.switches.set(camera, on)
+            state = self._apply_analysis(pipeline, on)
+        logger.info("camera %s: analysis %s", camera, state.state)
+        return state
+
+    def _on_analysis_message(self, topic: str, payload: bytes) -> None:
+        """``<prefix>/<camera>/analysis/set``, on the broker's network thread: parse, then hand over."""
+        camera = Topics(self.settings.mqtt.prefix).camera_of_analysis_set(topic)
+        if camera is None or camera not in {c.id for c in self.settings.cameras if c.enabled}:
+            return  # another gateway's camera on a shared broker
+        on = SWITCH_PAYLOADS.get(payload.strip().upper())
+        if on is None:
+            # Bad input from the broker is refused with a log line, never a traceback.
+            logger.warning("ignored %s: the payload is not ON or OFF", topic)
+            return
+
+        def apply() -> None:
+            try:
+                self.set_analysis(camera, on)
+            except KeyError:
+                pass
+            except Exception:
+                logger.exception("camera %s: switching analysis failed", camera)
+
+        try:
+            self._switching.submit(apply)
+        except RuntimeError:
+            logger.info("camera %s: switch command ignored, the service is stopping", camera)
+
     def stop(self) -> None:
         if self._stopped:
             return
-        self._stopped = True
+        with self._switch_lock:
+            self._stopped = True
+        self._switching.shutdown(wait=True, cancel_futures=True)
         # Stop all, then join all: N cameras take one timeout to stop, not N.
         for pipeline in self.pipelines:
             pipeline.request_stop()
@@ -123,6 +198,8 @@ class Runtime:
         if self.sync is not None:
             self.sync.stop()
         self.models.stop()
+        if self.relay is not None:
+            self.relay.stop()
         try:
             self.publisher.stop()
         except Exception:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -50,3 +52,9 @@ class PromoteRequest(_Out):
 
 class RollbackRequest(_Out):
     alias: str = Field("stable", pattern=r"^[a-z][a-z0-9_-]*$")
+
+
+class AnalysisRequest(_Out):
+    """PUT /cameras/{id}/analysis, with the values of the MQTT switch."""
+
+    state: Literal["ON", "OFF"]

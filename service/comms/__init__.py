@@ -4,6 +4,7 @@ from service.comms.base import MemoryPublisher, Publisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import (
     SCHEMA_VERSION,
+    AnalysisState,
     AnomalyEvent,
     Availability,
     CameraStatus,
@@ -15,6 +16,7 @@ from service.comms.topics import Topics
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AnalysisState",
     "AnomalyEvent",
     "Availability",
     "CameraStatus",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
-from service.comms.payloads import CameraStatus, Event, ExpressionState
+from service.comms.payloads import AnalysisState, CameraStatus, Event, ExpressionState
 
 
 class Publisher(Protocol):
@@ -29,6 +29,10 @@ class Publisher(Protocol):
 
     def set_camera_status(self, status: CameraStatus) -> None: ...
 
+    def set_analysis_state(self, state: AnalysisState) -> None:
+        """Retained, like the camera status."""
+        ...
+
     def set_labels(self, labels: list[str]) -> None:
         """The served model's labels, for Home Assistant's enum sensor."""
         ...
@@ -46,6 +50,7 @@ class MemoryPublisher:
         self.events: list[Event] = []
         self.expressions: list[ExpressionState] = []
         self.statuses: list[CameraStatus] = []
+        self.analysis: list[AnalysisState] = []
         self.labels: list[str] = []
         self.max_kept = 10_000
 
@@ -73,6 +78,9 @@ class MemoryPublisher:
 
     def set_camera_status(self, status: CameraStatus) -> None:
         self._keep(self.statuses, status)
+
+    def set_analysis_state(self, state: AnalysisState) -> None:
+        self._keep(self.analysis, state)
 
     def set_labels(self, labels: list[str]) -> None:
         self.labels = list(labels)

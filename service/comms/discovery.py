@@ -1,8 +1,8 @@
 """Home Assistant device-based discovery: one retained config message for the whole device.
 
 The expression is an enum sensor, anomalies (and expression changes) an event entity that reads
-``event_type`` straight from our payloads, and each camera's status a connectivity sensor. In a
-fleet each gateway is its own device, available while that gateway is.
+``event_type`` straight from our payloads, each camera's status a connectivity sensor and its
+analysis a switch. In a fleet each gateway is its own device, available while that gateway is.
 """
 
 from __future__ import annotations
@@ -54,6 +54,20 @@ def device_config(
             "payload_on": "online",
             "payload_off": "offline",
             "unique_id": f"{uid}_status",
+        }
+        # The privacy switch (Frigate's `enabled` switch): OFF stops every analysis of the camera.
+        components[f"{cam_id}_analysis"] = {
+            "p": "switch",
+            "name": f"{cam_name} analysis",
+            "icon": "mdi:eye-off-outline",
+            "command_topic": topics.analysis_set(cam_id),
+            "state_topic": topics.analysis_state(cam_id),
+            "value_template": "{{ value_json.state }}",
+            "payload_on": "ON",
+            "payload_off": "OFF",
+            "state_on": "ON",
+            "state_off": "OFF",
+            "unique_id": f"{uid}_analysis",
         }
     return {
         "dev": {

@@ -28,6 +28,7 @@ from service import __version__
 from service.comms.discovery import default_node_id, device_config
 from service.comms.outbox import Outbox, OutboxRow
 from service.comms.payloads import (
+    AnalysisState,
     Availability,
     CameraStatus,
     Event,
@@ -45,6 +46,24 @@ QOS2_IN_FLIGHT = 10
 
 
 MessageHandler = Callable[[str, bytes], None]
+
+
+def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
+    """A client with the configured credentials, TLS and reconnect backoff; no callbacks yet."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if cfg.username is not None:
+        password = cfg.password.get_secret_value() if cfg.password is not None else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls.enabled:
+        client.tls_set(
+            ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
+            certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
+            keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+        client.tls_insecure_set(cfg.tls.insecure)
+    client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)  # type: ignore[arg-type]
+    return client
 
 
 class MqttPublisher:
@@ -86,23 +105,10 @@ class MqttPublisher:
     # -- client ----------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv311)
-        if cfg.username is not None:
-            password = cfg.password.get_secret_value() if cfg.password is not None else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls.enabled:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,
-                certfile=str(cfg.tls.certfile) if cfg.tls.certfile else None,
-                keyfile=str(cfg.tls.keyfile) if cfg.tls.keyfile else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+        client = make_client(self.cfg, self.client_id)
         # The Last Will must be set before connecting: it is part of the CONNECT packet.
         will = Availability(state="offline", timestamp=time.time(), service_version=__version__)
         client.will_set(self.topics.available, self._dump(will), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -249,6 +255,9 @@ class MqttPublisher:
 
     def set_camera_status(self, status: CameraStatus) -> None:
         self._set_retained(self.topics.status(status.camera), self._dump(status))
+
+    def set_analysis_state(self, state: AnalysisState) -> None:
+        self._set_retained(self.topics.analysis_state(state.camera), self._dump(state))
 
     def set_model_state(self, state: GatewayModel) -> None:
         """Fleet only: what this gateway serves, for whoever watches a rollout."""

@@ -50,6 +50,20 @@ class CameraStatus(Payload):
     timestamp: float
 
 
+class AnalysisState(Payload):
+    """Retained ``<prefix>/<camera>/analysis/state``: whether the camera is analysed at all.
+
+    ``ON``/``OFF`` as Frigate's ``…/enabled/state`` and Home Assistant's switch expect them."""
+
+    camera: str
+    state: Literal["ON", "OFF"]
+    timestamp: float
+
+
+# What ``<prefix>/<camera>/analysis/set`` takes (Home Assistant's switch sends these).
+SWITCH_PAYLOADS = {b"ON": True, b"OFF": False}
+
+
 class ExpressionState(Payload):
     """Retained ``<prefix>/<camera>/expression``: the label of the most prominent tracked face."""
 

@@ -31,6 +31,25 @@ class Topics:
     def status(self, camera: str) -> str:
         return f"{self.prefix}/{camera}/status"
 
+    def analysis_state(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/analysis/state"
+
+    def analysis_set(self, camera: str) -> str:
+        return f"{self.prefix}/{camera}/analysis/set"
+
+    @property
+    def analysis_set_any(self) -> str:
+        """The subscription that receives every camera's switch command."""
+        return self.analysis_set("+")
+
+    def camera_of_analysis_set(self, topic: str) -> str | None:
+        """The camera a command topic names, or None when the topic is not one."""
+        start, end = f"{self.prefix}/", "/analysis/set"
+        if not topic.startswith(start) or not topic.endswith(end):
+            return None
+        camera = topic[len(start) : -len(end)]
+        return camera if camera and "/" not in camera else None
+
     def gateway_cameras(self, gateway: str) -> str:
         """Retained: the camera ids a gateway claims, so that a clash between two is seen."""
         return f"{self.prefix}/gateways/{gateway}/cameras"

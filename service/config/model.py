@@ -48,3 +48,9 @@ class TrackingConfig(Strict):
     max_age_s: float = Field(1.0, gt=0, description="a track unseen this long ends")
     smoothing_tau_s: float = Field(0.5, ge=0, description="time constant of the per-track moving average")
     min_dwell_s: float = Field(1.0, ge=0, description="a new label must hold this long before it is published")
+    reentry_window_s: float = Field(
+        10.0,
+        ge=0,
+        description="a new track whose label is the one the camera reported less than this ago sends no event "
+        "(a face that left and came back); 0 turns this off",
+    )

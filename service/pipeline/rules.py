@@ -43,6 +43,8 @@ class _Open:
 @dataclass
 class _TrackState:
     label: str | None = None
+    # The camera's recent label when this track started: a re-entering face continues from it.
+    inherited: str | None = None
     candidate: str | None = None
     candidate_since: float = 0.0
     negative_since: float | None = None
@@ -79,6 +81,10 @@ class RuleEngine:
         self.rules = rules
         self.zone_rules = dict(zone_rules or {})
         self.dwell_s = tracking.min_dwell_s
+        self.reentry_window_s = tracking.reentry_window_s
+        # The label this camera last reported, and when a face last held it.
+        self._last_label: str | None = None
+        self._last_label_at = 0.0
         self.model_version: int | None = None
         self._tracks: dict[int, _TrackState] = {}
         self._fault: _Open | None = None
@@ -226,13 +232,17 @@ class RuleEngine:
         if label != st.candidate:
             st.candidate, st.candidate_since = label, now
         if now - st.candidate_since >= self.dwell_s:
+            if st.label is None and label == st.inherited:
+                # The same face back in view (a new track, as the tracker cannot know): not a change.
+                st.label, st.candidate = label, None
+                return
             out.append(
                 ExpressionChange(
                     id=new_event_id(now),
                     camera=self.camera,
                     track_id=t.id,
                     label=label,
-                    previous_label=st.label,
+                    previous_label=st.label if st.label is not None else st.inherited,
                     score=round(prob, 4),
                     timestamp=now,
                     model_version=self.model_version,
@@ -247,15 +257,24 @@ class RuleEngine:
         """``zones``: the zones each seen track's face is in now, by track id (none without zones)."""
         out: list[Event] = []
         for t in seen:
-            st = self._tracks.setdefault(t.id, _TrackState())
+            st = self._tracks.get(t.id)
+            if st is None:
+                st = self._tracks[t.id] = _TrackState(inherited=self._recent_label(now))
             st.zones = zones.get(t.id, ()) if zones else ()
             label, prob = t.top(self.labels)
             self._expression(t, st, label, prob, now, out)
+            if st.label is not None:
+                self._last_label, self._last_label_at = st.label, now
             self._sustained(t, st, now, out)
             self._abrupt(t, st, label, prob, now, out)
         for t in ended:
             out.extend(self._end_track(t.id, now))
         return out
+
+    def _recent_label(self, now: float) -> str | None:
+        if self._last_label is None or self.reentry_window_s <= 0 or now - self._last_label_at > self.reentry_window_s:
+            return None
+        return self._last_label
 
     def _end_track(self, track_id: int, now: float) -> list[Event]:
         st = self._tracks.pop(track_id, None)
@@ -264,13 +283,15 @@ class RuleEngine:
         return [self._anomaly(o, "end", o.last_score, now, st.zones) for o in st.open.values()]
 
     def close(self, now: float) -> list[Event]:
-        """End every open anomaly (shutdown), so no dashboard is left with a dangling event."""
+        """End every open anomaly (shutdown, analysis switched off), so no dashboard is left with a dangling event."""
         out: list[Event] = []
         for track_id in list(self._tracks):
             out.extend(self._end_track(track_id, now))
         if self._fault is not None:
             o, self._fault = self._fault, None
             out.append(self._anomaly(o, "end", 0.0, now))
+        # The next expression_state is published whatever it says: the faces are gone.
+        self._state = None
         return out
 
     def expression_state(self, seen: list[Track], now: float) -> ExpressionState | None:

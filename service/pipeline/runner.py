@@ -75,7 +75,18 @@ class CameraPipeline:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    @property
+    def analysing(self) -> bool:
+        return bool(self._threads)
+
     def start(self) -> None:
+        """Open the stream and analyse it; also how a paused camera resumes."""
+        if self._threads:
+            return
+        self._stop = threading.Event()
+        self.capture_status = CaptureStatus()
+        self._published_status = None
+        self.mailbox.take(timeout=0)
         capture = threading.Thread(
             target=run_capture,
             name=f"capture-{self.cam.id}",
@@ -91,7 +102,8 @@ class CameraPipeline:
             },
             daemon=True,
         )
-        worker = threading.Thread(target=self._work, name=f"pipeline-{self.cam.id}", daemon=True)
+        # Each thread gets its own stop event, so one that outlives a pause never sees the next start's.
+        worker = threading.Thread(target=self._work, name=f"pipeline-{self.cam.id}", args=(self._stop,), daemon=True)
         self._threads = [capture, worker]
         for t in self._threads:
             t.start()
@@ -100,17 +112,46 @@ class CameraPipeline:
         """Tell the threads to stop without waiting: the runtime stops every camera, then joins them."""
         self._stop.set()
 
-    def join(self, deadline: float) -> None:
-        """Wait for the threads until ``deadline`` (monotonic), then close the camera's open events."""
+    def _join_threads(self, deadline: float) -> bool:
+        """Wait for the threads until ``deadline`` (monotonic); the capture thread releases the stream
+        as it ends. True when the worker has ended: the rule engine belongs to it, so only then may
+        it be closed from here."""
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        now = time.time()
         worker = self._threads[-1] if self._threads else None
-        if worker is not None and worker.is_alive():
-            # The rule engine belongs to the worker thread; closing it from here would race.
-            logger.error("camera %s: worker still running after stop; its open events are not ended", self.cam.id)
-        else:
+        self._threads = []
+        return worker is None or not worker.is_alive()
+
+    def pause(self, timeout: float = 5.0) -> None:
+        """The privacy switch is OFF: release the stream, end whatever is open, say so.
+
+        Also called for a camera that starts switched off, to announce it."""
+        self.request_stop()
+        ended = self._join_threads(time.monotonic() + timeout)
+        now = time.time()
+        if ended:
             self._emit(self.engine.close(now))
+            self.tracker.end_all()
+            self._last_boxes = None
+            self.faces_now = 0
+            self._fps_window.clear()
+            self._publish_expression(self.engine.expression_state([], now))
+        else:
+            logger.error("camera %s: worker still running after switching off; its open events are not ended",
+                         self.cam.id)  # fmt: skip
+        self.publisher.set_camera_status(
+            CameraStatus(camera=self.cam.id, state="offline", reason="analysis_off", timestamp=now)
+        )
+        self.metrics.camera_up.labels(self.cam.id).set(0)
+
+    def join(self, deadline: float) -> None:
+        """Wait for the threads until ``deadline`` (monotonic), then close the camera's open events."""
+        ended = self._join_threads(deadline)
+        now = time.time()
+        if ended:
+            self._emit(self.engine.close(now))
+        else:
+            logger.error("camera %s: worker still running after stop; its open events are not ended", self.cam.id)
         self.publisher.set_camera_status(
             CameraStatus(camera=self.cam.id, state="offline", reason="stopped", timestamp=now)
         )
@@ -126,14 +167,14 @@ class CameraPipeline:
 
     # -- work ------------------------------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, stop: threading.Event) -> None:
         period = 1.0 / self.cam.fps
         # Rate-limit by skipping frames that come too early rather than by sleeping: a frame is
         # analysed the moment it arrives, so pacing adds no latency. A quarter period of slack
         # absorbs the jitter of a source that delivers at exactly the target rate.
         slack = 0.25 * period
         next_due = time.monotonic()
-        while not self._stop.is_set():
+        while not stop.is_set():
             try:
                 frame = self.mailbox.take(timeout=0.2)
                 now = time.time()
@@ -154,7 +195,7 @@ class CameraPipeline:
             except Exception:
                 logger.exception("camera %s: frame failed; continuing", self.cam.id)
                 self.mailbox.set_busy(False)
-                self._stop.wait(0.1)
+                stop.wait(0.1)
 
     def _sync_model(self) -> LoadedModel:
         model = self.models.require()
@@ -258,6 +299,8 @@ class CameraPipeline:
 
     def snapshot(self) -> dict[str, Any]:
         online, reason = self.capture_status.get()
+        if not self.analysing:
+            online, reason = False, "analysis_off"
         last = self.capture_status.last_frame_at
         window = self._fps_window
         fps = (len(window) - 1) / (window[-1] - window[0]) if len(window) > 1 and window[-1] > window[0] else 0.0
@@ -266,6 +309,7 @@ class CameraPipeline:
             "name": self.cam.name or self.cam.id,
             "enabled": True,
             "status": "online" if online else ("connecting" if online is None else "offline"),
+            "analysis": "ON" if self.analysing else "OFF",
             "reason": reason,
             "target_fps": self.cam.fps,
             "fps": round(fps, 2),

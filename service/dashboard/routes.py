@@ -1,0 +1,108 @@
+"""GET / (the page), GET /dashboard/state (this gateway, polled) and GET /dashboard/stream (the broker, as SSE).
+
+The page is plain HTML, CSS and JS served from this package: no CDN, no build step. Its content
+security policy allows nothing but this origin, so it cannot load or send anything elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, StreamingResponse
+
+from service import __version__
+from service.api.deps import RuntimeDep
+from service.api.health import cameras
+
+STATIC = Path(__file__).with_name("static")
+_CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+_HEARTBEAT_S = 15.0
+# EventSource waits this long before it reconnects after a service restart.
+_RETRY_MS = 2000
+
+router = APIRouter()
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"})
+
+
+@router.get("/dashboard/state")
+def state(runtime: RuntimeDep) -> dict[str, Any]:
+    model = runtime.models.current
+    served = None
+    if model is not None:
+        served = {
+            "name": model.name,
+            "version": model.version,
+            "variant": model.variant,
+            "labels": model.labels,
+            "val_accuracy": model.manifest.metrics.val_accuracy,
+            "sha256": model.sha256,
+        }
+    if not runtime.settings.mqtt.enabled:
+        broker = "disabled"
+    else:
+        broker = "connected" if runtime.publisher.connected else "disconnected"
+    return {
+        "service_version": __version__,
+        "ready": runtime.ready,
+        "mqtt": {"state": broker, "prefix": runtime.settings.mqtt.prefix},
+        "admin": runtime.settings.api.token is not None,
+        "model": served,
+        "cameras": cameras(runtime)["cameras"],
+        "latency": runtime.latency.summary(),
+    }
+
+
+def _sse(item: dict[str, Any]) -> str:
+    return f"data: {json.dumps(item, separators=(',', ':'))}\n\n"
+
+
+@router.get("/dashboard/stream")
+async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
+    relay = runtime.relay
+
+    async def body() -> AsyncIterator[str]:
+        yield f"retry: {_RETRY_MS}\n\n"
+        if relay is None:
+            yield _sse({"type": "snapshot", "broker": {"connected": False, "disabled": True}, "retained": {},
+                        "events": []})  # fmt: skip
+            # Nothing will ever come; the page polls /dashboard/state for this gateway's cameras.
+            while not _exiting(request):
+                await asyncio.sleep(1.0)
+            return
+        snapshot, queue = relay.listen()
+        try:
+            yield _sse(snapshot)
+            idle = 0.0
+            while not _exiting(request):
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    idle += 1.0
+                    if idle >= _HEARTBEAT_S:
+                        idle = 0.0
+                        yield ": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                idle = 0.0
+                yield _sse(item)
+        finally:
+            relay.forget(queue)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _exiting(request: Request) -> bool:
+    """uvicorn waits for open responses before it shuts down: a stream must end by itself then."""
+    exiting = getattr(request.app.state, "exiting", None)
+    return bool(exiting and exiting())
