@@ -150,7 +150,7 @@ def test_stream_end_to_end(tmp_path: Path, store_root: Path, broker: Mosquitto, 
     topics = {m.topic for m in everything}
     assert topics <= {
         "fer/available", "fer/cam1/events", "fer/cam1/expression", "fer/cam1/status",
-        "homeassistant/device/fer_edge/config",
+        "fer/cam1/analysis/state", "homeassistant/device/fer_edge/config",
     }, topics  # fmt: skip
 
     available = [m.json()["state"] for m in sub.snapshot("fer/available")]

@@ -1,0 +1,346 @@
+"""The privacy switch (MQTT, HTTP, across a restart), the dashboard's SSE relay against a real
+mosquitto (other gateways, a broker restart), its latency figures, and re-entry noise."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry, Histogram
+
+from service.app import create_app
+from service.comms.discovery import device_config
+from service.comms.topics import Topics
+from service.config import RulesConfig, Settings, TrackingConfig
+from service.dashboard.latency import LatencyWindow, quantile, read_buckets
+from service.demo import Segment, write_clip
+from service.pipeline.detect import Box
+from service.pipeline.rules import RuleEngine
+from service.pipeline.track import Track
+from service.runtime import Runtime
+from tests.service.support import Mosquitto, Subscriber, face_crop, live_server, wait_until
+
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+TOKEN = {"Authorization": "Bearer test-token"}
+
+
+def publish(port: int, topic: str, payload: bytes, retain: bool = False) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{time.monotonic_ns()}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+
+
+@pytest.fixture
+def face_clip(tmp_path: Path) -> Path:
+    return write_clip(tmp_path / "face.mp4", face_crop(), [Segment(4.0, x=0.5, size=220)], fps=10)
+
+
+@pytest.fixture
+def camera_settings(make_settings: Callable[..., Settings], face_clip: Path, broker: Mosquitto) -> Settings:
+    return make_settings(
+        mqtt={"enabled": True, "port": broker.port, "client_id": "fer-dash-test"},
+        cameras=[
+            {"id": "cam1", "source": str(face_clip), "loop": True, "fps": 10},
+            {"id": "spare", "source": str(face_clip), "enabled": False},
+        ],
+    )
+
+
+def capture_alive(camera: str) -> bool:
+    return any(t.name == f"capture-{camera}" and t.is_alive() for t in threading.enumerate())
+
+
+def retained_state(sub: Subscriber, camera: str) -> str | None:
+    msgs = sub.snapshot(f"fer/{camera}/analysis/state")
+    return msgs[-1].json()["state"] if msgs else None
+
+
+# -- the switch -----------------------------------------------------------------------------------
+
+
+def test_mqtt_switch_stops_analysis_releases_the_stream_and_survives_a_restart(
+    camera_settings: Settings, broker: Mosquitto
+) -> None:
+    sub = Subscriber(broker.port, ("fer/#",))
+    sub.connected.wait(5)
+    runtime = Runtime(camera_settings)
+    runtime.start()
+    try:
+        pipeline = runtime.pipelines[0]
+        wait_until(lambda: pipeline.frames > 5, 30, what="frames analysed")
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "ON", what="analysis ON at start")
+        assert capture_alive("cam1")
+
+        publish(broker.port, "fer/cam1/analysis/set", b"OFF")
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="analysis OFF")
+        wait_until(lambda: not capture_alive("cam1"), 10, what="the stream released")
+        assert not pipeline.analysing
+        frames = pipeline.frames
+        time.sleep(1.0)
+        assert pipeline.frames == frames, "a switched-off camera is still analysed"
+        status = sub.snapshot("fer/cam1/status")[-1].json()
+        assert (status["state"], status["reason"]) == ("offline", "analysis_off")
+        expression = sub.snapshot("fer/cam1/expression")[-1].json()
+        assert expression["label"] is None and expression["faces"] == 0
+        snap = pipeline.snapshot()
+        assert snap["analysis"] == "OFF" and snap["status"] == "offline" and snap["reason"] == "analysis_off"
+        # Switching off is not a camera fault.
+        assert not [m for m in sub.snapshot("fer/cam1/events") if m.json().get("event_type") == "camera_fault"]
+
+        # Garbage and other gateways' cameras change nothing.
+        publish(broker.port, "fer/cam1/analysis/set", b"MAYBE")
+        publish(broker.port, "fer/elsewhere/analysis/set", b"ON")
+        time.sleep(0.5)
+        assert not pipeline.analysing
+    finally:
+        runtime.stop()
+
+    assert json.loads((Path(camera_settings.state_dir) / "analysis.json").read_text())["cameras"] == {"cam1": "OFF"}
+    # A restart keeps the camera off: the file is the source of truth.
+    sub.messages.clear()
+    runtime = Runtime(camera_settings)
+    runtime.start()
+    try:
+        pipeline = runtime.pipelines[0]
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="analysis OFF after the restart")
+        time.sleep(1.0)
+        assert not pipeline.analysing and pipeline.frames == 0 and not capture_alive("cam1")
+
+        publish(broker.port, "fer/cam1/analysis/set", b"on")
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "ON", what="analysis ON again")
+        wait_until(lambda: pipeline.frames > 5, 30, what="frames analysed after ON")
+        sub.wait_for(
+            lambda ms: [m for m in sub.snapshot("fer/cam1/status") if m.json()["state"] == "online"],
+            what="camera online again",
+        )
+    finally:
+        runtime.stop()
+        sub.close()
+
+
+def test_a_command_waiting_on_the_broker_at_start_is_applied(camera_settings: Settings, broker: Mosquitto) -> None:
+    # A retained command (what `mosquitto_pub -r` leaves) arrives with the first connection, while
+    # the pipelines are still being built: it must wait for its camera, not be dropped.
+    publish(broker.port, "fer/cam1/analysis/set", b"OFF", retain=True)
+    sub = Subscriber(broker.port, ("fer/cam1/analysis/state",))
+    sub.connected.wait(5)
+    runtime = Runtime(camera_settings)
+    runtime.start()
+    try:
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="the waiting OFF applied")
+        wait_until(lambda: not runtime.pipelines[0].analysing, 10, what="analysis stopped")
+    finally:
+        runtime.stop()
+        sub.close()
+
+
+def test_http_switch_is_behind_the_admin_token(camera_settings: Settings, broker: Mosquitto) -> None:
+    sub = Subscriber(broker.port, ("fer/+/analysis/state",))
+    sub.connected.wait(5)
+    with live_server(create_app(camera_settings)) as base:
+        url = f"{base}/cameras/cam1/analysis"
+        assert httpx.put(url, json={"state": "OFF"}).status_code == 401
+        assert httpx.put(url, json={"state": "OFF"}, headers={"Authorization": "Bearer nope"}).status_code == 401
+        for path, body, status, code in [
+            ("/cameras/nope/analysis", {"state": "OFF"}, 404, "unknown_camera"),
+            ("/cameras/spare/analysis", {"state": "OFF"}, 409, "camera_disabled"),
+            ("/cameras/cam1/analysis", {"state": "off please"}, 422, "validation_error"),
+            ("/cameras/cam1/analysis", {"state": "OFF", "extra": 1}, 422, "validation_error"),
+        ]:
+            r = httpx.put(f"{base}{path}", json=body, headers=TOKEN)
+            assert r.status_code == status and r.json()["error"]["code"] == code, r.text
+        r = httpx.put(url, content=b"{", headers={**TOKEN, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+        r = httpx.put(url, json={"state": "OFF"}, headers=TOKEN)
+        assert r.status_code == 200 and r.json()["state"] == "OFF" and r.json()["camera"] == "cam1"
+        cams = {c["id"]: c for c in httpx.get(f"{base}/cameras").json()["cameras"]}
+        assert cams["cam1"]["analysis"] == "OFF" and cams["cam1"]["reason"] == "analysis_off"
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="OFF on the broker")
+        r = httpx.put(url, json={"state": "ON"}, headers=TOKEN)
+        assert r.status_code == 200 and r.json()["state"] == "ON"
+        sub.wait_for(lambda ms: retained_state(sub, "cam1") == "ON", what="ON on the broker")
+    sub.close()
+
+
+def test_discovery_offers_a_switch_per_camera() -> None:
+    config = device_config(Topics(), "fer_edge", [("demo", "Demo clip")], LABELS, "0.1.0")
+    switch = config["cmps"]["demo_analysis"]
+    assert switch["p"] == "switch"
+    assert switch["command_topic"] == "fer/demo/analysis/set"
+    assert switch["state_topic"] == "fer/demo/analysis/state"
+    assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
+    assert switch["unique_id"] == "fer_edge_demo_analysis"
+    assert Topics().camera_of_analysis_set("fer/demo/analysis/set") == "demo"
+    for topic in ("fer/a/b/analysis/set", "other/demo/analysis/set", "fer/demo/analysis/state", "fer//analysis/set"):
+        assert Topics().camera_of_analysis_set(topic) is None, topic
+
+
+# -- the relay ------------------------------------------------------------------------------------
+
+
+class Stream:
+    """Reads /dashboard/stream in a thread, as a browser's EventSource would."""
+
+    def __init__(self, url: str) -> None:
+        self.items: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._client = httpx.Client(timeout=httpx.Timeout(5, read=None))
+        self._thread = threading.Thread(target=self._read, args=(url,), daemon=True)
+        self._thread.start()
+
+    def _read(self, url: str) -> None:
+        try:
+            with self._client.stream("GET", url) as r:
+                assert r.headers["content-type"].startswith("text/event-stream")
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        with self._lock:
+                            self.items.append(json.loads(line[6:]))
+        except httpx.HTTPError:
+            pass
+
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            with self._lock:
+                return next((i for i in self.items if predicate(i)), None)
+
+        return wait_until(found, timeout, what=what)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@pytest.fixture
+def relay_app(make_settings: Callable[..., Settings], broker: Mosquitto) -> Iterator[str]:
+    settings = make_settings(mqtt={"enabled": True, "port": broker.port, "reconnect_min_s": 1, "reconnect_max_s": 1})
+    with live_server(create_app(settings)) as base:
+        yield base
+
+
+def test_relay_streams_every_gateway_and_survives_a_broker_restart(relay_app: str, broker: Mosquitto) -> None:
+    # Another gateway's retained state is in the snapshot of a page that opens later.
+    other = {"schema_version": 1, "camera": "door", "state": "online", "reason": None, "timestamp": 1.0}
+    publish(broker.port, "fer/door/status", json.dumps(other).encode(), retain=True)
+    time.sleep(0.3)
+    stream = Stream(f"{relay_app}/dashboard/stream")
+    try:
+        snap = stream.wait(lambda i: i["type"] == "snapshot" and "fer/door/status" in i["retained"], "snapshot")
+        assert snap["retained"]["fer/door/status"] == other
+        stream.wait(lambda i: (i["type"] == "broker" and i["connected"]) or i.get("broker", {}).get("connected"),
+                    "broker connected")  # fmt: skip
+
+        event = {"schema_version": 1, "kind": "expression", "event_type": "expression_change", "id": "e-1",
+                 "camera": "door", "track_id": 1, "label": "happy", "previous_label": None, "score": 0.9,
+                 "timestamp": 2.0, "model_version": 1}  # fmt: skip
+        publish(broker.port, "fer/door/events", json.dumps(event).encode())
+        got = stream.wait(lambda i: i["type"] == "message" and i["topic"] == "fer/door/events", "relayed event")
+        assert got["payload"] == event
+        # Not JSON: not ours, not relayed (and nothing breaks).
+        publish(broker.port, "fer/door/events", b"\x89PNG not json")
+
+        broker.kill()
+        stream.wait(lambda i: i["type"] == "broker" and not i["connected"], "broker disconnected")
+        Mosquitto(broker.workdir, broker.port).start()
+        n = len(stream.items)
+        stream.wait(lambda i: i in stream.items[n:] and i["type"] == "broker" and i["connected"], "reconnected", 30)
+        publish(broker.port, "fer/door/events", json.dumps({**event, "id": "e-2"}).encode())
+        stream.wait(lambda i: i["type"] == "message" and i["payload"].get("id") == "e-2", "event after restart")
+        assert not [i for i in stream.items if i["type"] == "message" and "PNG" in json.dumps(i)]
+        # A page opened now gets the recent events in its snapshot.
+        late = Stream(f"{relay_app}/dashboard/stream")
+        snap = late.wait(lambda i: i["type"] == "snapshot", "late snapshot")
+        assert [e["payload"]["id"] for e in snap["events"]] == ["e-1", "e-2"]
+        late.close()
+    finally:
+        stream.close()
+
+
+def test_page_and_state(relay_app: str) -> None:
+    page = httpx.get(f"{relay_app}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    # Own files only: nothing is loaded from another origin.
+    assert "http://" not in page.text and "https://" not in page.text
+    for asset in ("/dashboard/static/app.js", "/dashboard/static/app.css"):
+        r = httpx.get(f"{relay_app}{asset}")
+        assert r.status_code == 200 and "http://" not in r.text and "https://" not in r.text, asset
+    state = httpx.get(f"{relay_app}/dashboard/state").json()
+    assert state["ready"] and state["admin"] is True
+    assert state["model"]["labels"] == LABELS and 0 < state["model"]["val_accuracy"] < 1
+    assert state["mqtt"]["state"] in {"connected", "disconnected"}
+
+
+# -- latency --------------------------------------------------------------------------------------
+
+
+def test_latency_quantiles_match_prometheus_and_follow_the_window() -> None:
+    registry = CollectorRegistry()
+    h = Histogram("fer_stage_seconds", "t", ["camera", "stage"], buckets=(0.001, 0.01, 0.1, 1.0), registry=registry)
+    for _ in range(90):
+        h.labels("c", "detect").observe(0.005)
+    for _ in range(10):
+        h.labels("c", "detect").observe(0.05)
+    rows = read_buckets(registry)[("c", "detect")]
+    # histogram_quantile: rank 50 of 90 in (0.001, 0.01] -> 0.001 + 0.009 * 50/90.
+    assert quantile(0.5, rows) == pytest.approx(0.001 + 0.009 * 50 / 90)
+    assert quantile(0.95, rows) == pytest.approx(0.01 + 0.09 * 5 / 10)
+    assert quantile(0.5, [(0.1, 0.0), (float("inf"), 0.0)]) is None
+
+    window = LatencyWindow(registry, window_s=60, every_s=5)
+    first = window.summary(now=0.0)["c"]["detect"]
+    assert first["count"] == 100 and first["p50_ms"] == pytest.approx(6.0, abs=0.01)
+    for _ in range(50):
+        h.labels("c", "detect").observe(0.5)
+    later = window.summary(now=61.0)["c"]["detect"]
+    assert later["count"] == 50 and later["p50_ms"] > 100, "only the last minute counts"
+
+
+# -- re-entry -------------------------------------------------------------------------------------
+
+
+def track(tid: int, label: str) -> Track:
+    probs = np.full(len(LABELS), 0.02, np.float32)
+    probs[LABELS.index(label)] = 0.88
+    return Track(tid, Box(10, 10, 50, 50), 0.0, probs)
+
+
+def test_a_face_that_comes_back_within_the_window_sends_no_event() -> None:
+    tracking = TrackingConfig(min_dwell_s=0.5, reentry_window_s=5.0)
+    engine = RuleEngine("cam", RulesConfig.model_validate({"sustained_negative": {"enabled": False},
+                                                            "abrupt_change": {"enabled": False}}),
+                        tracking, LABELS)  # fmt: skip
+
+    def run(t: Track, start: float, end: float) -> list:
+        out = []
+        now = start
+        while now <= end:
+            out += engine.on_frame([t], [], now)
+            now += 0.1
+        out += engine.on_frame([], [t], now)
+        return [e for e in out if e.event_type == "expression_change"]
+
+    first = run(track(1, "happy"), 0.0, 2.0)
+    assert [(e.label, e.previous_label) for e in first] == [("happy", None)]
+    assert run(track(2, "happy"), 4.0, 6.0) == [], "same face back after 2 s: a re-detection, not a change"
+    changed = run(track(3, "sad"), 8.0, 10.0)
+    assert [(e.label, e.previous_label) for e in changed] == [("sad", "happy")]
+    # Past the window a returning face is news again.
+    late = run(track(4, "sad"), 20.0, 22.0)
+    assert [(e.label, e.previous_label) for e in late] == [("sad", None)]
+
+    off = RuleEngine("cam", RulesConfig(), TrackingConfig(min_dwell_s=0.5, reentry_window_s=0), LABELS)
+    engine = off
+    assert len(run(track(1, "happy"), 0.0, 2.0)) == 1 and len(run(track(2, "happy"), 2.5, 4.0)) == 1
