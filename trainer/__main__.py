@@ -14,8 +14,21 @@ Both train data-parallel under torchrun (``torchrun --standalone --nproc_per_nod
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import sys
+
+# Checked before anything imports them, so a service-only install gets one line, not a traceback
+# (pyproject lets the imports below come after this).
+_NEEDS = ("torch", "onnx", "onnxruntime", "cv2", "tqdm", "matplotlib")
+_MISSING = [name for name in _NEEDS if importlib.util.find_spec(name) is None]
+if _MISSING and __name__ == "__main__":
+    sys.exit(
+        f"python -m trainer needs the trainer extra ({', '.join(_MISSING)} missing): "
+        ".venv/bin/pip install -e '.[trainer]'. On Linux that takes the CUDA build of torch (GBs); "
+        "for the CPU one run .venv/bin/pip install torch --index-url https://download.pytorch.org/whl/cpu first."
+    )
+
+import argparse
 import time
 from pathlib import Path
 
