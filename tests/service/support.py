@@ -265,6 +265,8 @@ def live_server(app: Any) -> Iterator[str]:
     """A real uvicorn on a free port, in a thread; yields the base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # As the entry point does: open dashboard streams end when the server is asked to exit.
+    app.state.exiting = lambda: server.should_exit
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
