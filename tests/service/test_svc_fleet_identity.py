@@ -93,9 +93,9 @@ def test_each_gateway_has_its_own_availability_will_device_and_payloads(
         assert dev_a["dev"]["ids"] == ["fer_edge_gw-a"] and dev_a["dev"]["name"] == "fer-edge gw-a"
         assert dev_a["availability"][0]["topic"] == "fer/gateways/gw-a/available"
         assert dev_b["availability"][0]["topic"] == "fer/gateways/gw-b/available"
-        assert set(dev_a["cmps"]) == {"lobby_expression", "lobby_events", "lobby_status"}
+        assert set(dev_a["cmps"]) == {"lobby_expression", "lobby_events", "lobby_status", "lobby_analysis"}
         uids = {c["unique_id"] for d in (dev_a, dev_b) for c in d["cmps"].values()}
-        assert len(uids) == 6
+        assert len(uids) == 8  # four entities per gateway, none shared
 
         # gw-a's network dies: its Will says offline, gw-b stays online.
         proxy.open.clear()
