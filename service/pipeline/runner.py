@@ -119,7 +119,8 @@ class CameraPipeline:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         worker = self._threads[-1] if self._threads else None
-        self._threads = []
+        if not any(t.is_alive() for t in self._threads):
+            self._threads = []  # a thread still running is kept, so the camera still counts as analysing
         return worker is None or not worker.is_alive()
 
     def pause(self, timeout: float = 5.0) -> None:
