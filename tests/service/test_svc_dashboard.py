@@ -253,7 +253,7 @@ def test_relay_streams_every_gateway_and_survives_a_broker_restart(relay_app: st
 
         broker.kill()
         stream.wait(lambda i: i["type"] == "broker" and not i["connected"], "broker disconnected")
-        Mosquitto(broker.workdir, broker.port).start()
+        broker.start()  # the same object, so the fixture stops this broker too
         n = len(stream.items)
         stream.wait(lambda i: i in stream.items[n:] and i["type"] == "broker" and i["connected"], "reconnected", 30)
         publish(broker.port, "fer/door/events", json.dumps({**event, "id": "e-2"}).encode())
