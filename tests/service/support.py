@@ -261,10 +261,13 @@ class GatedProxy:
 
 
 @contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """A real uvicorn on a free port, in a thread; yields the base URL."""
+def live_server(app: Any, config: Callable[[int], uvicorn.Config] | None = None) -> Iterator[str]:
+    """A real uvicorn on a free port, in a thread; yields the base URL. ``config(port)`` builds its
+    configuration (default: plain uvicorn on 127.0.0.1)."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    cfg = config(port) if config else uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                     lifespan="on")
+    server = uvicorn.Server(cfg)
     # As the entry point does: open dashboard streams end when the server is asked to exit.
     app.state.exiting = lambda: server.should_exit
     thread = threading.Thread(target=server.run, daemon=True)

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.config import Settings
 from service.server import server_config
-from tests.service.support import encode, free_port, one_face_frame, wait_until
+from tests.service.support import encode, live_server, one_face_frame, wait_until
 from tests.service.test_svc_http import assert_error
 
 
@@ -36,17 +36,13 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 @contextlib.contextmanager
 def served(app: FastAPI, settings: Settings) -> Iterator[str]:
     """The app on the service's own uvicorn configuration (protocol, timeouts, connection cap)."""
-    port = free_port()
-    api = settings.api.model_copy(update={"port": port})
-    server = uvicorn.Server(server_config(app, settings.model_copy(update={"api": api, "log_level": "WARNING"})))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 60, what="uvicorn start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
+
+    def config(port: int) -> uvicorn.Config:
+        api = settings.api.model_copy(update={"port": port})
+        return server_config(app, settings.model_copy(update={"api": api, "log_level": "WARNING"}))
+
+    with live_server(app, config) as url:
+        yield url
 
 
 def metric(url: str, name: str, labels: str) -> float:
