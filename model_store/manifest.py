@@ -48,7 +48,12 @@ class OutputSpec(_Strict):
 class Lineage(_Strict):
     dataset: str
     round: int
-    teacher_version: int | None = None
+    teacher_version: int | None = Field(None, description="the version of this model name that taught it, alone")
+    teachers: list[str] = Field(
+        default_factory=list, description="name:version of every published model whose soft labels taught it"
+    )
+    init_from: str | None = Field(None, description="name:version whose checkpoint its training started from")
+    stage: str | None = Field(None, description="the recipe stage that trained it (python -m trainer recipe)")
     seed: int
     code_version: str
     config: dict = Field(default_factory=dict)

@@ -29,7 +29,6 @@ if _MISSING and __name__ == "__main__":
     )
 
 import argparse
-import time
 from pathlib import Path
 
 import yaml
@@ -41,7 +40,9 @@ from trainer.data import DataError, load_split
 from trainer.distributed import close_world, is_main_process
 from trainer.export import ExportError
 from trainer.publish import RunError, publish_run
-from trainer.train import control, fit
+from trainer.recipe import RecipeError, run_recipe
+from trainer.recipe import __doc__ as recipe_doc
+from trainer.train import ResumeError, control, fit
 
 
 def _parse_sets(pairs: list[str]) -> dict:
@@ -70,13 +71,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     print(f"data: {len(train)} train, {len(val)} val faces from {args.data}", flush=True)
     if is_main_process():
         (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
-    t0 = time.perf_counter()
-    fit(train, val, cfg, out, rounds=args.only_rounds)
+    fit(train, val, cfg, out, rounds=args.only_rounds, resume=args.resume)
     close_world()
     if not is_main_process():
         return 0
-    return publish_run(out, train, val, cfg, store=args.store, force_promote=args.force_promote,
-                       train_wall_s=time.perf_counter() - t0, data_name=Path(args.data).resolve().name)
+    publish_run(out, train, val, cfg, store=args.store, force_promote=args.force_promote,
+                data_name=Path(args.data).resolve().name)
+    return 0
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def cmd_control(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     size = cfg.student.in_size
     train, val = load_split(args.data, "train", size), load_split(args.data, "val", size)
-    control(train, val, cfg, run, out, args.only_rounds or list(range(1, cfg.rounds + 1)))
+    control(train, val, cfg, run, out, args.only_rounds or list(range(1, cfg.rounds + 1)), resume=args.resume)
     close_world()
     return 0
 
@@ -96,8 +97,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
     cfg = load_config(run / "config.yaml")
     size = cfg.student.in_size
     train, val = load_split(args.data, "train", size), load_split(args.data, "val", size)
-    return publish_run(run, train, val, cfg, store=args.store, force_promote=args.force_promote,
-                       data_name=Path(args.data).resolve().name)
+    publish_run(run, train, val, cfg, store=args.store, force_promote=args.force_promote,
+                data_name=Path(args.data).resolve().name)
+    return 0
+
+
+def cmd_recipe(args: argparse.Namespace) -> int:
+    run_recipe(args.recipe, args.data, args.store, args.runs, overrides=_parse_sets(args.set), dry_run=args.dry_run)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="T-S rounds after round 0 (overrides the config)")
     p.add_argument("--only-rounds", type=int, nargs="+", metavar="K",
                    help="train only these rounds, taking the others from --out (resume a run)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the rounds --out has finished and continue an interrupted one at its last epoch")
     p.add_argument("--store", help="model store root to publish into (omit to only export)")
     p.add_argument("--out", default="runs/latest", help="directory for checkpoints, ONNX files and reports")
     p.add_argument("--force-promote", action="store_true", help="promote to stable even if val accuracy is lower")
@@ -127,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="defaults to the run's own config.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--only-rounds", type=int, nargs="+", metavar="K", help="control only these rounds")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the controls already finished and continue an interrupted one at its last epoch")
     p.add_argument("--out", help="directory for control<k>.pt and control.json (default: the run's, where "
                    "publish and bench/ts_gain.py look)")
     p.set_defaults(func=cmd_control)
@@ -138,10 +149,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force-promote", action="store_true", help="promote to stable even if val accuracy is lower")
     p.set_defaults(func=cmd_publish)
 
+    p = sub.add_parser("recipe", help="train and publish a recipe's stages, skipping those the store holds",
+                       description=recipe_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help="a recipe YAML file (see trainer/recipes/)")
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--store", required=True, help="model store root: where stages are published and found")
+    p.add_argument("--runs", default="runs", help="parent of each stage's run directory (<runs>/<recipe>/<stage>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key in every stage, e.g. device=cuda (device and threads do not "
+                   "make a stage another one)")
+    p.add_argument("--dry-run", action="store_true", help="list each stage: published, to train, or waiting")
+    p.set_defaults(func=cmd_recipe)
+
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DataError, ExportError, StoreError, RunError) as exc:
+    except (ConfigError, DataError, ExportError, StoreError, RunError, ResumeError, RecipeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

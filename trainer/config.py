@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -60,12 +60,17 @@ class RoundConfig(_Strict):
     lr: float = Field(gt=0, description="peak learning rate of the round's one-cycle SGD schedule")
 
 
-class StoreTeacherConfig(_Strict):
-    """A published version as round 0's teacher (run under onnxruntime, never trained again)."""
+class StoreRef(_Strict):
+    """One published version: ``store`` root, model ``name``, and a version number or an alias."""
 
     store: str = Field(description="model store root")
     name: str = Field("ean", description="model name in the store")
     version: int | str = Field("stable", description="a version number or an alias")
+
+
+class StoreTeacherConfig(StoreRef):
+    """A published version as a member of round 0's teacher (run under onnxruntime, never trained again)."""
+
     tta: bool = Field(True, description="average the teacher's predictions on the view and its mirror")
 
 
@@ -77,8 +82,15 @@ class TrainConfig(_Strict):
     teacher: EANConfig | None = Field(
         None, description="round 0's architecture (a wider EAN); none: round 0 trains the student itself"
     )
-    teacher_store: StoreTeacherConfig | None = Field(
-        None, description="round 0 is this published version instead of a training (exclusive with teacher)"
+    teacher_store: list[StoreTeacherConfig] | None = Field(
+        None,
+        description="round 0 is these published versions, an ensemble averaged in log-probability, instead of "
+        "a training (exclusive with teacher); one mapping is an ensemble of one",
+    )
+    init_from: StoreRef | None = Field(
+        None,
+        description="round 1's student starts from this published version's checkpoint, optimizer included "
+        "(a T-S round as a stage of its own: the previous stage's student)",
     )
     round0: RoundConfig = Field(RoundConfig(epochs=40, lr=0.1), description="round 0: cross-entropy")
     rounds: int = Field(3, ge=0, description="teacher-student rounds after round 0")
@@ -112,10 +124,17 @@ class TrainConfig(_Strict):
     quantize: bool = Field(True, description="also publish an INT8 variant if it passes max_int8_drop")
     max_int8_drop: float = Field(0.005, ge=0, description="largest val accuracy loss of the INT8 variant")
 
+    @field_validator("teacher_store", mode="before")
+    @classmethod
+    def _one_member(cls, value: object) -> object:
+        return [value] if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _one_teacher(self) -> TrainConfig:
         if self.teacher is not None and self.teacher_store is not None:
-            raise ValueError("set teacher (train one) or teacher_store (use a published one), not both")
+            raise ValueError("set teacher (train one) or teacher_store (use published ones), not both")
+        if self.teacher_store == []:
+            raise ValueError("teacher_store needs at least one version")
         return self
 
 

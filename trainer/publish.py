@@ -20,14 +20,15 @@ from model_store import (
     RoundMetrics,
     Variant,
 )
-from trainer.config import TrainConfig
+from trainer.config import StoreRef, TrainConfig
 from trainer.data import LABELS, Split
 from trainer.distributed import pick_device
 from trainer.evaluate import int8_gate, served_score
 from trainer.export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from trainer.model import PIXEL_MEAN, PIXEL_STD, count_macs, count_params
 from trainer.report import plot_confusion, plot_learning_curves, write_json
-from trainer.train import load_checkpoint
+from trainer.teacher import resolve
+from trainer.train import CHECKPOINT_FILE, load_checkpoint
 
 
 class RunError(Exception):
@@ -72,6 +73,16 @@ def _pick(run: Path, rounds: list[dict], cfg: TrainConfig, val: Split) -> dict:
     return best
 
 
+def _own_teacher(teachers: list[str], name: str) -> int | None:
+    """The one version of this model's own name that taught it, when exactly one did."""
+    own = [int(ref.rpartition(":")[2]) for ref in teachers if ref.rpartition(":")[0] == name]
+    return own[0] if len(teachers) == 1 and own else None
+
+
+def _ref(ref: StoreRef) -> str:
+    return f"{ref.name}:{resolve(ref)[1]}"
+
+
 def _stable_served_accuracy(st: ModelStore, name: str, version: int, val: Split) -> float:
     """The stable version's served accuracy measured now, on the same faces: a manifest figure may
     have been taken another way (v1's used flip TTA, which the service never runs)."""
@@ -80,14 +91,15 @@ def _stable_served_accuracy(st: ModelStore, name: str, version: int, val: Split)
 
 
 def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store: str | None, force_promote: bool,
-                data_name: str, train_wall_s: float | None = None) -> int:
+                data_name: str, stage: str | None = None) -> int | None:
+    """Export, measure and report ``run``; with ``store``, publish it and return the new version."""
     rounds = _load_rounds(run)
     best = _pick(run, rounds, cfg, val)
     model, _ = load_checkpoint(run / f"round{best['round']}.pt", pick_device("cpu"))
     onnx_path = run / "model.onnx"
     diff = export_onnx(model, onnx_path, list(LABELS), cfg.student.in_size, val.x[:64])
     score = served_score(onnx_path, val)
-    files = {"model.onnx": onnx_path}
+    files = {"model.onnx": onnx_path, CHECKPOINT_FILE: run / f"round{best['round']}.pt"}
     variants: dict[str, Variant] = {}
     int8_note = "not attempted"
     if cfg.quantize:
@@ -99,11 +111,12 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
             variants["int8"] = Variant(file="model.int8.onnx", val_accuracy=gate.accuracy,
                                        note="static QDQ, per-channel")
 
+    teachers = rounds[0].get("teachers") or []
     control_path = run / "control.json"
     controls = json.loads(control_path.read_text()) if control_path.exists() else []
     run_info = json.loads((run / "run.json").read_text()) if (run / "run.json").exists() else {}
     params, macs = count_params(model), count_macs(model, cfg.student.in_size)
-    wall = train_wall_s if train_wall_s is not None else sum(r["wall_time_s"] for r in rounds)
+    wall = sum(r["wall_time_s"] for r in rounds)  # training alone, summed across resumes
     report = {
         "rounds": rounds, "controls": controls, "best_round": best["round"], "val_accuracy": score.accuracy,
         "val_accuracy_is": "served graph: ONNX, uint8 in, one pass, no TTA",
@@ -124,7 +137,7 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
     print(f"best round {best['round']}: served val {score.accuracy:.4f}; params {params}, MACs {macs}; "
           f"parity {diff:.1e}; {int8_note}; training wall {wall:.0f} s")
     if store is None:
-        return 0
+        return None
 
     manifest = Manifest(
         name=cfg.model_name,
@@ -134,7 +147,8 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
         output=OutputSpec(name=OUTPUT_NAME),
         crop_margin=cfg.crop_margin,
         variants=variants,
-        lineage=Lineage(dataset=data_name, round=best["round"], teacher_version=rounds[0].get("store_version"),
+        lineage=Lineage(dataset=data_name, round=best["round"], teacher_version=_own_teacher(teachers, cfg.model_name),
+                        teachers=teachers, init_from=_ref(cfg.init_from) if cfg.init_from else None, stage=stage,
                         seed=cfg.seed,
                         code_version=code_version(), config=cfg.model_dump(), device=run_info.get("device")),
         metrics=Metrics(
@@ -154,4 +168,4 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
     else:
         print(f"published {cfg.model_name} v{version} -> candidate only: val {score.accuracy:.4f} < stable "
               f"v{stable} {stable_acc:.4f} (--force-promote overrides)")
-    return 0
+    return version

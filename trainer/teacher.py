@@ -1,8 +1,9 @@
-"""A published model as round 0's teacher: the store's own lineage, one version teaching the next.
+"""Published models as round 0's teacher: the store's own lineage, versions teaching the next.
 
-The teacher runs under onnxruntime on the student's very augmented batch, so its soft labels
+Each member runs under onnxruntime on the student's very augmented batch, so its soft labels
 describe the image the student sees; an ONNX forward of a small EAN costs a few seconds an epoch on
-a CPU, against minutes for training a wider teacher first.
+a CPU, against minutes for training a wider teacher first. Several members make an ensemble, whose
+averaged predictions carry more "dark knowledge" than any one of them.
 """
 
 from __future__ import annotations
@@ -12,19 +13,29 @@ import onnxruntime as ort
 import torch
 
 from model_store import ModelStore, StoreError
-from trainer.config import StoreTeacherConfig
+from trainer.config import StoreRef, StoreTeacherConfig
 from trainer.data import LABELS
+
+
+def resolve(ref: StoreRef) -> tuple[ModelStore, int]:
+    """The store and the concrete version ``ref`` names, verified against its manifest."""
+    store = ModelStore(ref.store)
+    version = store.resolve(ref.name, ref.version)
+    problems = store.verify(ref.name, version)
+    if problems:
+        raise StoreError(f"{ref.name} v{version} failed verification: {'; '.join(problems[:3])}")
+    return store, version
 
 
 class StoreTeacher:
     """``teacher(x)`` gives log-probabilities in LABELS order for float faces (N, 1, S, S) in 0..255."""
 
     def __init__(self, cfg: StoreTeacherConfig) -> None:
-        store = ModelStore(cfg.store)
-        self.version = store.resolve(cfg.name, cfg.version)
-        problems = store.verify(cfg.name, self.version)
-        if problems:
-            raise StoreError(f"teacher {cfg.name} v{self.version} failed verification: {'; '.join(problems[:3])}")
+        try:
+            store, self.version = resolve(cfg)
+        except StoreError as exc:
+            raise StoreError(f"teacher {exc}") from None
+        self.ref = f"{cfg.name}:{self.version}"
         self.manifest = store.manifest(cfg.name, self.version)
         if sorted(self.manifest.labels) != sorted(LABELS):
             raise StoreError(f"teacher {cfg.name} v{self.version} has labels {self.manifest.labels}, "
@@ -53,3 +64,17 @@ class StoreTeacher:
         if self.tta:
             logp = (logp + self._log_probs(np.ascontiguousarray(u8[..., ::-1]))) / 2
         return torch.from_numpy(logp[:, self._order]).to(x.device)
+
+
+class StoreEnsemble:
+    """Published members averaged in log-probability (a geometric mean of their predictions)."""
+
+    def __init__(self, cfgs: list[StoreTeacherConfig]) -> None:
+        self.members = [StoreTeacher(c) for c in cfgs]
+        self.refs = [m.ref for m in self.members]
+
+    def eval(self) -> StoreEnsemble:
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -33,7 +34,15 @@ from trainer.data import Split
 from trainer.distill import kd_loss, soft_labels
 from trainer.distributed import ONE_PROCESS, World, init_world
 from trainer.model import EAN
-from trainer.teacher import StoreTeacher
+from trainer.teacher import StoreEnsemble, StoreTeacher, resolve
+
+
+class ResumeError(Exception):
+    """A saved round state that does not belong to the round being resumed."""
+
+
+# A published version's training state, so a later stage's student can start where it ended.
+CHECKPOINT_FILE = "checkpoint.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -108,7 +117,7 @@ def evaluate(model: nn.Module, split: Split, device: torch.device, tta: bool = T
 class RoundResult:
     round: int
     kind: str  # "teacher" or "ce" (round 0), "kd", or "control"
-    model: EAN | StoreTeacher
+    model: EAN | StoreEnsemble
     epochs: int
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val accuracy
     evaluation: Evaluation | None = None
@@ -120,9 +129,13 @@ class RoundResult:
             "round": self.round, "kind": self.kind, "epochs": self.epochs, "wall_time_s": round(self.wall_time_s, 1),
             "val_accuracy": self.evaluation.accuracy, "val_accuracy_tta": self.evaluation.accuracy_tta,
             "arch": self.model.cfg.model_dump() if isinstance(self.model, EAN) else None,
-            "store_version": self.model.version if isinstance(self.model, StoreTeacher) else None,
+            "teachers": self.model.refs if isinstance(self.model, StoreEnsemble) else None,
             "history": self.history,
         }
+
+
+# Anything that maps a batch of faces to logits (or log-probabilities): an EAN, a published version.
+Teacher = nn.Module | StoreTeacher
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -135,7 +148,7 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def _teacher_probs(teachers: list[nn.Module | StoreTeacher], xb: torch.Tensor, temperature: float) -> torch.Tensor:
+def _teacher_probs(teachers: list[Teacher], xb: torch.Tensor, temperature: float) -> torch.Tensor:
     with torch.no_grad():
         logits = torch.stack([t(xb) for t in teachers]).mean(0)
     return soft_labels(logits.float(), temperature)
@@ -150,15 +163,21 @@ def train_round(
     val: Split,
     cfg: TrainConfig,
     device: torch.device,
-    teachers: list[nn.Module | StoreTeacher],
+    teachers: list[Teacher],
     round_seed: int,
     desc: str,
     world: World = ONE_PROCESS,
+    partial: Path | None = None,
 ) -> list[dict]:
     """One round on ``opt`` (whose momentum carries over between rounds of one student).
 
     Under torchrun each rank takes its shard of the epoch and ``batch_size / world`` faces a step,
     so the effective batch, the step count and the schedule are those of one process.
+
+    With ``partial``, the round's whole state (weights, optimizer, schedule, every random generator,
+    history) is written there after each epoch, and a round that finds it continues from it: an
+    interrupted round resumes where it stopped and ends with the weights it would have had.
+    Each history entry's ``wall_s`` counts the round's training time, across resumes.
     """
     # Dropout draws from the global generator: seeded, a round and its control draw alike.
     torch.manual_seed(round_seed + 100_003 * world.rank)
@@ -176,8 +195,14 @@ def train_round(
         step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     for t in teachers:
         t.eval()
-    history = []
-    bar = tqdm(range(epochs), desc=desc, unit="epoch", dynamic_ncols=True, disable=not world.is_main)
+    history: list[dict] = []
+    state_path = _rank_path(partial, world) if partial is not None else None
+    if state_path is not None and state_path.exists():
+        history = _restore(state_path, model, opt, sched, gen, cpu_gen, epochs)
+    wall0 = history[-1]["wall_s"] if history else 0.0
+    start = time.perf_counter()
+    bar = tqdm(range(len(history), epochs), desc=desc, unit="epoch", dynamic_ncols=True,
+               disable=not world.is_main, initial=len(history), total=epochs)
     for epoch in bar:
         model.train()
         order = world.shard(torch.randperm(len(train), generator=cpu_gen))
@@ -201,13 +226,48 @@ def train_round(
             total += loss.item() * len(idx)
             seen += len(idx)
         images_per_s = seen * world.size / (time.perf_counter() - t0)
+        entry = {"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": None,
+                 "images_per_s": round(images_per_s, 1), "wall_s": round(wall0 + time.perf_counter() - start, 1)}
         if world.is_main:
-            ev = evaluate(model, val, device, tta=False)
-            history.append({"epoch": epoch + 1, "train_loss": total / seen, "val_accuracy": ev.accuracy,
-                            "images_per_s": round(images_per_s, 1)})
-            bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{ev.accuracy:.4f}")
+            entry["val_accuracy"] = evaluate(model, val, device, tta=False).accuracy
+            bar.set_postfix(loss=f"{total / seen:.3f}", val=f"{entry['val_accuracy']:.4f}")
+        history.append(entry)
+        if state_path is not None:
+            _save_state(state_path, model, opt, sched, gen, cpu_gen, history)
         world.barrier()
     return history
+
+
+def _rank_path(partial: Path, world: World) -> Path:
+    """Each rank keeps its own state: its generators differ (rank-seeded), its weights do not."""
+    return partial if world.is_main else partial.with_name(f"{partial.stem}.rank{world.rank}{partial.suffix}")
+
+
+def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                gen: torch.Generator, cpu_gen: torch.Generator, history: list[dict]) -> None:
+    state = {"arch": model.cfg.model_dump(), "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "gen": gen.get_state(), "cpu_gen": cpu_gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "history": history}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous epoch's state, never a torn file
+
+
+def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+             gen: torch.Generator, cpu_gen: torch.Generator, epochs: int) -> list[dict]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["arch"] != model.cfg.model_dump():
+        raise ResumeError(f"{path} holds another architecture than this round's: remove it to start the round over")
+    if len(state["history"]) > epochs:
+        raise ResumeError(f"{path} ran {len(state['history'])} epochs, more than this round's {epochs}")
+    model.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["gen"])
+    cpu_gen.set_state(state["cpu_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    tqdm.write(f"{path.name}: resuming after epoch {len(state['history'])} of {epochs}")
+    return state["history"]
 
 
 def new_model(arch: EANConfig, device: torch.device) -> EAN:
@@ -236,6 +296,12 @@ def _round_seed(cfg: TrainConfig, rnd: int) -> int:
 
 def _previous(cfg: TrainConfig, rnd: int, run: Path) -> Path | None:
     """The checkpoint round ``rnd``'s student transfers from; None when it starts afresh."""
+    if rnd == 1 and cfg.init_from is not None:
+        store, version = resolve(cfg.init_from)
+        path = store.version_dir(cfg.init_from.name, version) / CHECKPOINT_FILE
+        if not path.exists():
+            raise ResumeError(f"{cfg.init_from.name} v{version} has no {CHECKPOINT_FILE} to start round 1 from")
+        return path
     other_teacher = cfg.teacher is not None or cfg.teacher_store is not None
     if cfg.init == "scratch" or (rnd == 1 and other_teacher):  # another architecture cannot be copied
         return None
@@ -243,7 +309,7 @@ def _previous(cfg: TrainConfig, rnd: int, run: Path) -> Path | None:
 
 
 def _start(cfg: TrainConfig, rnd: int, run: Path, device: torch.device) -> tuple[EAN, torch.optim.SGD]:
-    """Round ``rnd``'s student and optimizer: transferred from ``run``'s previous round or freshly seeded.
+    """Round ``rnd``'s student and optimizer: transferred from the previous round's or freshly seeded.
 
     The T-S run and its control both start here, so each round's pair starts identically.
     """
@@ -252,6 +318,8 @@ def _start(cfg: TrainConfig, rnd: int, run: Path, device: torch.device) -> tuple
         if not previous.exists():
             raise FileNotFoundError(f"{previous} is missing: round {rnd} starts from it")
         model, opt_state = load_checkpoint(previous, device)
+        if model.cfg != cfg.student:
+            raise ResumeError(f"{previous} is another architecture than the student's: it cannot be transferred")
         opt = _optimizer(model, cfg)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
@@ -265,23 +333,40 @@ def round_lr(cfg: TrainConfig, rnd: int) -> float:
     return cfg.round0.lr if rnd == 0 else cfg.round_k.lr * cfg.lr_decay ** (rnd - 1)
 
 
-def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int] | None = None) -> list[RoundResult]:
-    """Round 0 plus ``cfg.rounds`` T-S rounds; ``out`` receives ``round<k>.pt`` and ``rounds.json``.
-
-    ``rounds`` trains only those rounds, taking earlier ones from ``out`` (a resumed run).
-    """
+def _setup(cfg: TrainConfig) -> tuple[World, torch.device]:
     seed_everything(cfg.seed)
     world, device = init_world(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    return world, device
+
+
+def _partial(path: Path, resume: bool, world: World) -> Path:
+    """Where a round keeps its per-epoch state; a fresh (not resumed) round drops any it finds."""
+    if not resume:
+        _rank_path(path, world).unlink(missing_ok=True)
+    return path
+
+
+def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int] | None = None,
+        resume: bool = False) -> list[RoundResult]:
+    """Round 0 plus ``cfg.rounds`` T-S rounds; ``out`` receives ``round<k>.pt`` and ``rounds.json``.
+
+    ``rounds`` trains only those rounds, taking the others from ``out``. ``resume`` keeps the rounds
+    ``out`` has finished and continues an interrupted one from its last epoch.
+    """
+    world, device = _setup(cfg)
     info = {"device": device.type if device.type != "cuda" else f"cuda ({torch.cuda.get_device_name(device)})",
             "torch": torch.__version__, "threads": torch.get_num_threads(), "processes": world.size}
     if world.is_main:
         (out / "run.json").write_text(json.dumps(info, indent=1))
-    wanted = set(rounds) if rounds is not None else set(range(cfg.rounds + 1))
-    results: list[RoundResult] = []
     log = out / "rounds.json"
-    done = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() and rounds is not None else {}
+    logged = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() else {}
+    wanted = set(rounds) if rounds is not None else set(range(cfg.rounds + 1))
+    if resume:
+        wanted -= {k for k in logged if (out / f"round{k}.pt").exists()}
+    done = logged if rounds is not None or resume else {}
+    results: list[RoundResult] = []
 
     def finish(result: RoundResult, opt: torch.optim.Optimizer | None) -> None:
         results.append(result)
@@ -294,6 +379,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         trained = [x.as_dict() for x in results if x.evaluation is not None]  # the rounds of this invocation
         summary = {r["round"]: r for r in [*done.values(), *trained]}
         log.write_text(json.dumps([summary[k] for k in sorted(summary)], indent=1))
+        (out / f"round{result.round}.partial.pt").unlink(missing_ok=True)
         tqdm.write(f"round {result.round} ({result.kind}): val {result.evaluation.accuracy:.4f} "
                    f"(flip TTA {result.evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
         world.barrier()
@@ -301,7 +387,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
     for rnd in range(cfg.rounds + 1):
         if rnd == 0 and cfg.teacher_store is not None:
             t0 = time.perf_counter()
-            teacher = StoreTeacher(cfg.teacher_store)
+            teacher = StoreEnsemble(cfg.teacher_store)
             finish(RoundResult(0, "teacher", teacher, 0, wall_time_s=time.perf_counter() - t0), None)
             continue
         if rnd not in wanted:
@@ -309,7 +395,6 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
             kind = done.get(rnd, {}).get("kind", "kd")
             results.append(RoundResult(rnd, kind, model, 0, []))
             continue
-        t0 = time.perf_counter()
         if rnd == 0:
             arch = cfg.teacher or cfg.student
             torch.manual_seed(_round_seed(cfg, 0))
@@ -319,37 +404,46 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         else:
             model, opt = _start(cfg, rnd, out, device)
             kind = "kd"
-            teachers = {"ensemble": [r.model for r in results], "first": [results[0].model],
-                        "previous": [results[-1].model]}[cfg.teacher_set]
+            teachers = {"ensemble": [m for r in results for m in _members(r.model)],
+                        "first": [results[0].model], "previous": [results[-1].model]}[cfg.teacher_set]
         epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
         history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
-                              _round_seed(cfg, rnd), f"round {rnd} ({kind})", world)
-        finish(RoundResult(rnd, kind, model, epochs, history, wall_time_s=time.perf_counter() - t0), opt)
+                              _round_seed(cfg, rnd), f"round {rnd} ({kind})", world,
+                              _partial(out / f"round{rnd}.partial.pt", resume, world))
+        finish(RoundResult(rnd, kind, model, epochs, history, wall_time_s=history[-1]["wall_s"]), opt)
     return results
 
 
-def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path, rounds: list[int]) -> list[dict]:
-    """Each T-S round again on cross-entropy alone, from the same start (``ts_run``'s checkpoints)."""
-    seed_everything(cfg.seed)
-    world, device = init_world(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+def _members(model: EAN | StoreEnsemble) -> list[Teacher]:
+    """An ensemble's members vote one by one: a student joining it weighs as much as each of them."""
+    return list(model.members) if isinstance(model, StoreEnsemble) else [model]
+
+
+def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path, rounds: list[int],
+            resume: bool = False) -> list[dict]:
+    """Each T-S round again on cross-entropy alone, from the same start (``ts_run``'s checkpoints).
+
+    ``resume`` keeps the controls ``out`` has finished and continues an interrupted one.
+    """
+    world, device = _setup(cfg)
     log = out / "control.json"
     done = {r["round"]: r for r in json.loads(log.read_text())} if log.exists() else {}
     for rnd in rounds:
         if rnd < 1:
             raise ValueError("round 0 is cross-entropy already: controls start at round 1")
-        t0 = time.perf_counter()
+        if resume and rnd in done and (out / f"control{rnd}.pt").exists():
+            continue
         model, opt = _start(cfg, rnd, ts_run, device)
         history = train_round(model, opt, round_lr(cfg, rnd), cfg.round_k.epochs, train, val, cfg, device, [],
-                              _round_seed(cfg, rnd), f"round {rnd} (control)", world)
+                              _round_seed(cfg, rnd), f"round {rnd} (control)", world,
+                              _partial(out / f"control{rnd}.partial.pt", resume, world))
         if not world.is_main:
             continue
         result = RoundResult(rnd, "control", model, cfg.round_k.epochs, history, evaluate(model, val, device),
-                             time.perf_counter() - t0)
+                             history[-1]["wall_s"])
         save_checkpoint(out / f"control{rnd}.pt", model)
         done[rnd] = result.as_dict()
         log.write_text(json.dumps([done[k] for k in sorted(done)], indent=1))
+        (out / f"control{rnd}.partial.pt").unlink(missing_ok=True)
         tqdm.write(f"round {rnd} (control): val {result.evaluation.accuracy:.4f}")
     return [done[k] for k in sorted(done)]
-

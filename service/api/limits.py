@@ -141,7 +141,11 @@ class ByteBudget:
 class BodyLimitMiddleware:
     """Refuses by Content-Length before reading; counts streamed (chunked) bodies as they arrive;
     a body that has not arrived within ``timeout_s`` of its first read is refused with a 408; and
-    the bodies of all requests together stay within ``budget`` (a chunked one counts as the limit)."""
+    the bodies of all requests together stay within ``budget`` (a chunked one counts as the limit).
+
+    The deadline covers the body only: once it is complete, the application may wait on ``receive``
+    for as long as its response lasts (a server-sent event stream waits there for the hang-up).
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float, budget: ByteBudget) -> None:
         self.app = app
@@ -168,9 +172,12 @@ class BodyLimitMiddleware:
         seen = 0
         limit = self.max_bytes
         deadline: float | None = None
+        complete = False
 
         async def limited() -> Message:
-            nonlocal seen, deadline
+            nonlocal seen, deadline, complete
+            if complete:  # past the body, a read only waits for the client to leave (a long stream)
+                return await receive()
             now = time.monotonic()
             if deadline is None:
                 deadline = now + self.timeout_s
@@ -183,10 +190,11 @@ class BodyLimitMiddleware:
                 seen += len(message.get("body", b""))
                 if seen > limit:
                     raise BodyTooLarge(limit)
+                complete = not message.get("more_body", False)
             return message
 
         if not _has_body(scope):
-            await self.app(scope, limited, send)
+            await self.app(scope, receive, send)
             return
         async with self.budget.hold(int(length) if length is not None else self.max_bytes):
             await self.app(scope, limited, send)

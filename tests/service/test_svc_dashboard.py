@@ -212,6 +212,10 @@ class Stream:
         except httpx.HTTPError:
             pass
 
+    @property
+    def open(self) -> bool:
+        return self._thread.is_alive()
+
     def wait(self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 15) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
             with self._lock:
@@ -266,6 +270,21 @@ def test_relay_streams_every_gateway_and_survives_a_broker_restart(relay_app: st
         late.close()
     finally:
         stream.close()
+
+
+def test_the_stream_outlives_the_body_timeout(make_settings: Callable[..., Settings], broker: Mosquitto,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The body deadline is the body's: a stream, whose request has none, stays open past it."""
+    settings = make_settings(mqtt={"enabled": True, "port": broker.port}, api={"body_timeout_s": 1})
+    with live_server(create_app(settings)) as base:
+        stream = Stream(f"{base}/dashboard/stream")
+        stream.wait(lambda i: i["type"] == "snapshot", "snapshot")
+        time.sleep(2.5)
+        assert stream.open, "the stream was cut at the body timeout"
+        publish(broker.port, "fer/door/events", json.dumps({"type": "new", "id": "late"}).encode())
+        stream.wait(lambda i: i["type"] == "message" and i["payload"].get("id") == "late", "event after the timeout")
+        stream.close()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
 
 
 def test_page_and_state(relay_app: str) -> None:

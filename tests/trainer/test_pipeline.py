@@ -134,10 +134,10 @@ def test_a_published_version_teaches_the_next(tiny_data: Path, tmp_path: Path) -
     assert _fit(tiny_data, tmp_path / "v2", store, "--set", "quantize=false", "--set", teacher,
                 "--force-promote") == 0
     rounds = json.loads((tmp_path / "v2" / "rounds.json").read_text())
-    assert [(r["kind"], r["epochs"], r["store_version"]) for r in rounds] == [("teacher", 0, 1), ("kd", 2, None)]
+    assert [(r["kind"], r["epochs"], r["teachers"]) for r in rounds] == [("teacher", 0, ["ean:1"]), ("kd", 2, None)]
     assert not (tmp_path / "v2" / "round0.pt").exists()  # the teacher stays in its store
     m = ModelStore(store).manifest("ean", 2)
-    assert m.lineage.teacher_version == 1 and m.lineage.round == 1
+    assert m.lineage.teacher_version == 1 and m.lineage.teachers == ["ean:1"] and m.lineage.round == 1
     # A teacher that fails verification is refused before any training, in one line.
     (ModelStore(store).version_dir("ean", 1) / "model.onnx").write_bytes(b"broken")
     cmd = [sys.executable, "-m", "trainer", "fit", "--data", str(tiny_data), "--out", str(tmp_path / "x"),
