@@ -82,7 +82,14 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _comparable(config: dict) -> dict:
-    """What makes a stage what it is: not how it ran, nor the path its store was reached by."""
+    """What makes a stage what it is: not how it ran, nor the path its store was reached by.
+
+    ``config`` is validated first, so a key added to TrainConfig since (at its default) changes nothing.
+    """
+    try:
+        config = TrainConfig.model_validate(config).model_dump(mode="json")
+    except ValidationError:
+        return config  # a config this trainer cannot read differs from any it writes
     out = {k: v for k, v in config.items() if k not in _EXECUTION_KEYS}
     out["teacher_store"] = [{**t, "store": None} for t in out.get("teacher_store") or []] or None
     if out.get("init_from"):

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from model_store import ModelStore
-from trainer.recipe import RecipeError, load_recipe, run_recipe
+from trainer.recipe import RecipeError, _comparable, load_recipe, run_recipe, stage_config
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"student": {"stem": 8, "widths": [16, 32], "depths": [1, 1], "strides": [2, 2]}, "batch_size": 32,
@@ -72,10 +72,18 @@ def test_a_recipe_names_its_mistakes(tmp_path: Path) -> None:
 
 def test_the_shipped_recipe_resolves_every_stage() -> None:
     recipe = REPO / "trainer" / "recipes" / "v2.yaml"
-    from trainer.recipe import stage_config
-
     r = load_recipe(recipe)
     published = {s.name: 1 for s in r.stages}
     for stage in r.stages:
         cfg = stage_config(recipe, r, stage, "model_store/seed", published, {})
         assert cfg.model_name == stage.model_name
+
+
+def test_a_run_saved_before_a_config_key_existed_is_the_same_stage(tmp_path: Path) -> None:
+    """A stage trained by an older trainer (its config lacks a key added since) is not trained again."""
+    recipe = _recipe(tmp_path / "tiny.yaml")
+    r = load_recipe(recipe)
+    cfg = stage_config(recipe, r, r.stages[0], str(tmp_path / "store"), {}, {}).model_dump(mode="json")
+    older = {k: v for k, v in cfg.items() if k not in ("init_from", "teacher_store")}
+    assert _comparable(older) == _comparable(cfg)
+    assert _comparable({**cfg, "seed": 9}) != _comparable(cfg)
