@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -71,6 +74,70 @@ def test_truncated_and_garbage_images() -> None:
     with pytest.raises(ImageError) as info:
         decode_image(png[:200], max_pixels=10**8, max_side=10**5)
     assert info.value.status == 422
+
+
+def lying_png() -> bytes:
+    """A valid 1×1 PNG whose IDAT length field claims 0x6a00000c bytes (67 bytes in all)."""
+    png = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
+    assert png[37:41] == b"IDAT"
+    png[33:37] = struct.pack(">I", 0x6A00000C)
+    return bytes(png)
+
+
+# VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forked parent (pytest) across exec.
+_DECODE_PEAK = """
+import re, sys
+from service.imaging import ImageError, decode_image
+data = sys.stdin.buffer.read()
+try:
+    decode_image(data, max_pixels=40_000_000, max_side=16384)
+    print("decoded", end=" ")
+except ImageError as exc:
+    print(exc.status, exc.code, end=" ")
+with open("/proc/self/status") as f:
+    print(int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024)
+"""
+
+
+def test_a_png_whose_chunk_lies_about_its_length_is_refused_before_the_decoder() -> None:
+    """OpenCV allocated 1.7 GB for this 67-byte file before failing; the chunk walk refuses it first."""
+    data = lying_png()
+    assert len(data) == 67
+    with pytest.raises(ImageError) as info:
+        decode_image(data, max_pixels=40_000_000, max_side=16384)
+    assert (info.value.status, info.value.code) == (422, "invalid_image")
+    assert "claims 1778384908 bytes" in info.value.message
+    # The peak memory of a process that gets it, as the service's decode path does.
+    proc = subprocess.run([sys.executable, "-c", _DECODE_PEAK], input=data, capture_output=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    status, code, peak_mib = proc.stdout.decode().split()
+    assert (status, code) == ("422", "invalid_image") and int(peak_mib) < 300, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("damage", "why"),
+    [
+        (lambda png: png[:-12], "no IEND chunk"),
+        (lambda png: png[:45] + bytes([png[45] ^ 1]) + png[46:], "fails its CRC"),
+        (lambda png: png[:37] + b"ID4T" + png[41:], "not four letters"),
+    ],
+)
+def test_png_chunks_must_be_whole_and_intact(damage: Callable[[bytes], bytes], why: str) -> None:
+    png = encode(one_face_frame(), ".png")
+    assert decode_image(png, max_pixels=10**8, max_side=10**5)[0].shape[:2] == one_face_frame().shape[:2]
+    with pytest.raises(ImageError, match=why) as info:
+        decode_image(damage(png), max_pixels=10**8, max_side=10**5)
+    assert info.value.status == 422
+
+
+def test_a_webp_whose_sizes_lie_is_refused_before_the_decoder() -> None:
+    webp = encode(one_face_frame(), ".webp")
+    assert decode_image(webp, max_pixels=10**8, max_side=10**5)[0].shape[:2] == one_face_frame().shape[:2]
+    huge = struct.pack("<I", 0x6A00000C)
+    for lie in (webp[:4] + huge + webp[8:], webp[:16] + huge + webp[20:]):
+        with pytest.raises(ImageError, match=r"claims .* than the data holds") as info:
+            decode_image(lie, max_pixels=10**8, max_side=10**5)
+        assert info.value.status == 422
 
 
 # -- tracker ----------------------------------------------------------------------------------------
