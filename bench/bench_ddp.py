@@ -1,6 +1,6 @@
 """Training throughput of 1 and N data-parallel processes (torchrun, gloo on CPU, nccl on GPU).
 
-    python bench/bench_ddp.py --data ../shared/data/fer2013 [--epochs 1] [--procs 1 2]
+    python bench/bench_ddp.py --data data/fer2013 [--epochs 1] [--procs 1 2]
 
 Each run trains the shipped student's round 0 (cross-entropy) from the shipped config, and reports
 the images per second of its last epoch. With N processes on C cores each gets C/N threads, so the
@@ -36,7 +36,10 @@ def main() -> None:
                    "-m", "trainer", "fit", "--data", args.data, "--config", args.config, "--rounds", "0",
                    "--out", out, "--set", "teacher_store=null", "--set", f"round0.epochs={args.epochs}",
                    "--set", f"threads={threads}", "--set", "quantize=false"]
-            subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            if proc.returncode != 0:  # the trainer's own one-line error, not torchrun's traceback around it
+                errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+                sys.exit(errors[0] if errors else f"error: the trainer failed:\n{proc.stderr[-2000:]}")
             history = json.loads((Path(out) / "rounds.json").read_text())[0]["history"]
             print(f"{n:>9} {threads:>12} {history[-1]['images_per_s']:>9.0f}", flush=True)
 

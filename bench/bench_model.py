@@ -1,6 +1,7 @@
-"""Params, MACs and ONNX Runtime per-face latency of every shipped EAN version and two reference shapes.
+"""Params, MACs, served accuracy and ONNX Runtime per-face latency: every shipped EAN version, the
+shape front's runs (``ean-teacher``, one row per recipe stage) and two reference shapes, in one run.
 
-    python bench/bench_model.py [--store model_store/seed] [--repeats 200]
+    python bench/bench_model.py [--store model_store/seed] [--lineage model_store/lineage] [--repeats 200]
 
 The shipped config's student shape with each placement of the ECA gates, and the references (a
 mini-Xception-shaped and a MobileNetV3-small-shaped network, both for 48×48 grayscale input and 7
@@ -137,58 +138,89 @@ def export(model: nn.Module, path: Path) -> None:
     )
 
 
-def latency_ms(path: Path, batch: int, repeats: int) -> float:
-    """Median wall time per face, in milliseconds, at one intra-op thread."""
+def _session(path: Path) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def latencies_ms(paths: list[Path], batch: int, repeats: int, rounds: int = 5) -> list[float]:
+    """Median wall time per face, in milliseconds, at one intra-op thread, for each graph.
+
+    The graphs take turns, ``rounds`` blocks of ``repeats / rounds`` runs each, so a host that slows
+    down or speeds up during the run moves every row alike and the ratios between rows hold.
+    """
+    sessions = [_session(p) for p in paths]
     x = np.random.default_rng(0).integers(0, 256, (batch, 1, 48, 48), dtype=np.uint8)
-    for _ in range(10):
-        sess.run(None, {INPUT_NAME: x})
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {INPUT_NAME: x})
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1000 / batch
+    for sess in sessions:
+        for _ in range(10):
+            sess.run(None, {INPUT_NAME: x})
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for sess, out in zip(sessions, times, strict=True):
+            for _ in range(max(1, repeats // rounds)):
+                t0 = time.perf_counter()
+                sess.run(None, {INPUT_NAME: x})
+                out.append(time.perf_counter() - t0)
+    return [float(np.median(t)) * 1000 / batch for t in times]
+
+
+def _versions(store: ModelStore, name: str, tag: str) -> list[tuple[str, int, int, float | None, Path]]:
+    """(name, params, MACs, served val accuracy, graph) of each version of ``name`` and its variants."""
+    if name not in store.models():
+        return []
+    stable = store.aliases(name).get("stable")
+    rows = []
+    for version in store.versions(name):
+        m = store.manifest(name, version)
+        vdir = store.version_dir(name, version)
+        acc = None if m.metrics.tta else m.metrics.val_accuracy  # a TTA figure is not what the service runs
+        label = tag.format(v=version, stage=m.lineage.stage or "")
+        label += " (stable)" if version == stable and name == "ean" else ""  # what a gateway serves
+        rows.append((label, m.metrics.params, m.metrics.macs, acc, vdir / m.model_file))
+        for vname, variant in m.variants.items():
+            shown = None if m.metrics.tta else variant.val_accuracy
+            rows.append((f"{label} {vname}", m.metrics.params, m.metrics.macs, shown, vdir / variant.file))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", default="model_store/seed")
     parser.add_argument("--model", default="ean")
+    parser.add_argument("--lineage", default="model_store/lineage", help="the store of the recipe's stages")
+    parser.add_argument("--front", default="ean-teacher", help="the lineage store's name of the shape front's runs")
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--config", default="trainer/configs/fer2013.yaml", help="for the ECA placement rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
     store = ModelStore(args.store)
-    stable = store.resolve(args.model, "stable")
-    rows = []
-    for version in store.versions(args.model):
-        manifest = store.manifest(args.model, version)
-        vdir = store.version_dir(args.model, version)
-        tag = f"EAN v{version}{' (stable)' if version == stable else ''}"
-        rows.append((tag, manifest.metrics.params, manifest.metrics.macs, vdir / manifest.model_file))
-        for name, variant in manifest.variants.items():
-            rows.append((f"EAN v{version} {name}", manifest.metrics.params, manifest.metrics.macs, vdir / variant.file))
+    rows = _versions(store, args.model, "EAN v{v}")
+    if Path(args.lineage).is_dir():
+        rows += _versions(ModelStore(args.lineage), args.front, "{stage} ({v})")
     with tempfile.TemporaryDirectory() as tmp:
         # Where the ECA gates sit, on the shipped config's student shape (the v2 ablation).
         student = load_config(args.config).student
         placements = (("every block", {"eca": "every_block"}), ("stage_end from 2", {"eca": "stage_end"}),
                       ("pooled features only", {"eca": "head"}))
-        shapes = [(f"student shape, ECA {tag}", lambda u=update: EAN(student.model_copy(update=u)))
+        shapes = [(f"small student shape, ECA {tag}", lambda u=update: EAN(student.model_copy(update=u)))
                   for tag, update in placements]
         shapes += [("mini-Xception shape", mini_xception), ("MobileNetV3-small shape", mobilenet_v3_small)]
         for i, (name, factory) in enumerate(shapes):
             model = factory()
             path = Path(tmp) / f"ref{i}.onnx"
             export(model, path)
-            rows.append((name, count_params(model), count_macs(model), path))
-        print(f"{'model':42} {'params':>9} {'MACs':>11} {'ms/face b=1':>12} {'ms/face b=32':>13}")
-        for name, params, macs, path in rows:
-            b1, b32 = latency_ms(path, 1, args.repeats), latency_ms(path, 32, max(20, args.repeats // 8))
-            print(f"{name:42} {params:>9,} {macs:>11,} {b1:>12.3f} {b32:>13.3f}")
+            rows.append((name, count_params(model), count_macs(model), None, path))
+        paths = [r[4] for r in rows]
+        b1 = latencies_ms(paths, 1, args.repeats)
+        b32 = latencies_ms(paths, 32, max(20, args.repeats // 8))
+    xception = b1[[r[0] for r in rows].index("mini-Xception shape")]
+    print(f"{'model':46} {'params':>9} {'MACs':>11} {'served val':>10} {'ms/face b=1':>12} {'ms/face b=32':>13} "
+          f"{'vs mini-Xception':>17}")
+    for (name, params, macs, acc, _), t1, t32 in zip(rows, b1, b32, strict=True):
+        shown = f"{acc:.2%}" if acc is not None else "–"
+        print(f"{name:46} {params:>9,} {macs:>11,} {shown:>10} {t1:>12.3f} {t32:>13.3f} {xception / t1:>16.2f}×")
 
 
 if __name__ == "__main__":

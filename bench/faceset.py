@@ -1,6 +1,6 @@
 """A labelled detection set built on the fly: real faces pasted into 640×480 real-photo frames.
 
-Faces: FER2013 val crops (48×48 grey, from ../shared/data/fer2013, never copied into the repo) and
+Faces: FER2013 val crops (48×48 grey, read from FER2013's val split at run time, never copied into the repo) and
 the astronaut's head from scikit-image (with its own hair, neck and suit around the face). Scenes:
 scikit-image's face-free photographs (coffee, a cat, a rocket, coins, textures, a motorcycle, …),
 cut and scaled into 640×480 frames. A FER crop is the face itself, so it is pasted with a

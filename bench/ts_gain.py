@@ -1,8 +1,8 @@
 """Gain of each teacher-student round over its cross-entropy control, on the served graph.
 
-    python -m trainer fit --data ../shared/data/fer2013 --config trainer/configs/fer2013.yaml --out runs/fer2013
-    python -m trainer control --data ../shared/data/fer2013 --run runs/fer2013
-    python bench/ts_gain.py --data ../shared/data/fer2013 --run runs/fer2013
+    python -m trainer fit --data data/fer2013 --config trainer/configs/fer2013.yaml --out runs/fer2013
+    python -m trainer control --data data/fer2013 --run runs/fer2013
+    python bench/ts_gain.py --data data/fer2013 --run runs/fer2013
 
 A control round starts from the very same weights and optimizer state as its T-S round and has the
 same epochs, schedule, shuffling and augmentation; only the teacher's soft labels are missing. So a
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from trainer.data import LABELS, load_split
+from trainer.data import LABELS, DataError, load_split
 from trainer.evaluate import served_score
 from trainer.export import export_onnx
 from trainer.train import load_checkpoint
@@ -37,9 +38,15 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--run", type=Path, required=True, help="fit's --out, holding control's results too")
     args = parser.parse_args()
+    for name, then in (("rounds.json", "python -m trainer fit"), ("control.json", "python -m trainer control")):
+        if not (args.run / name).is_file():
+            sys.exit(f"error: {args.run / name} is missing: run `{then}` on {args.run} first")
     rounds = {r["round"]: r for r in json.loads((args.run / "rounds.json").read_text())}
     controls = {r["round"]: r for r in json.loads((args.run / "control.json").read_text())}
-    val = load_split(args.data, "val")
+    try:
+        val = load_split(args.data, "val")
+    except DataError as exc:
+        sys.exit(f"error: {exc}")
     print(f"{'round':>5} {'kind':>8} {'epochs':>6} {'T-S served':>11} {'control served':>15} {'gain, pt':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in sorted(rounds):

@@ -1,4 +1,4 @@
-"""A store shared by a fleet: served read-only over HTTP, its aliases announced over MQTT (DESIGN §7).
+"""A store shared by a fleet: served read-only over HTTP, its aliases announced over MQTT (README, "Several gateways").
 
 ``python -m model_store serve`` runs both. The HTTP side serves the store's own layout, each file
 with its sha256 as ETag, so a gateway (or any HTTP cache between) can check and skip what it has:

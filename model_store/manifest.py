@@ -90,6 +90,10 @@ class Variant(_Strict):
     file: str
     val_accuracy: float
     note: str = ""
+    agreement: float | None = Field(None, description="share of val faces whose top label the main graph's equals")
+    max_score_shift: float | None = Field(
+        None, description="largest change, over val faces, of the main graph's top label's probability"
+    )
 
 
 class Manifest(_Strict):

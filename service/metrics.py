@@ -1,4 +1,5 @@
-"""Every metric the service exports, on a registry that is passed in (DESIGN §5).
+"""Every metric the service exports, on a registry that is passed in. Names follow Prometheus's naming
+practices (prometheus.io/docs/practices/naming).
 
 Labels are bounded: camera ids come from the config, stages and results are fixed sets, and no
 track, event or request id is ever a label.

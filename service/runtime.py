@@ -1,4 +1,4 @@
-"""Builds and owns every running component; the only place that wires them (STYLE: one place).
+"""Builds and owns every running component; the only place that wires them.
 
 Start order: model (fail fast: nothing to serve without it; in a fleet, fetched first when the
 local cache is empty), publisher (never blocks on the broker), camera pipelines, model watcher and

@@ -1,10 +1,10 @@
 """``python -m trainer``: iterative teacher-student distillation of an EAN, exported and published.
 
-    python -m trainer fit --data ../shared/data/fer2013 --config trainer/configs/fer2013.yaml \\
+    python -m trainer fit --data data/fer2013 --config trainer/configs/fer2013.yaml \\
         --out runs/fer2013 --store model_store/seed
-    python -m trainer control --data ../shared/data/fer2013 --config trainer/configs/fer2013.yaml \\
+    python -m trainer control --data data/fer2013 --config trainer/configs/fer2013.yaml \\
         --run runs/fer2013
-    python -m trainer publish --data ../shared/data/fer2013 --run runs/fer2013 --store model_store/seed
+    python -m trainer publish --data data/fer2013 --run runs/fer2013 --store model_store/seed
 
 ``fit`` trains round 0 and the T-S rounds, then does what ``publish`` does: export the best round,
 measure the served graph, write the reports and, with ``--store``, publish through the stable gate.
@@ -42,6 +42,8 @@ from trainer.export import ExportError
 from trainer.publish import RunError, publish_run
 from trainer.recipe import RecipeError, run_recipe
 from trainer.recipe import __doc__ as recipe_doc
+from trainer.smoke import __doc__ as smoke_doc
+from trainer.smoke import smoke
 from trainer.train import ResumeError, control, fit
 
 
@@ -82,6 +84,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     run = Path(args.run)
+    if args.config is None and not (run / "config.yaml").is_file():
+        raise RunError(f"{run} is not a run of `python -m trainer fit` (no config.yaml): train it first with "
+                       f"`python -m trainer fit --out {run}`")
     cfg = load_config(run / "config.yaml", _parse_sets(args.set)) if args.config is None else _config(args)
     out = Path(args.out or args.run)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +105,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     publish_run(run, train, val, cfg, store=args.store, force_promote=args.force_promote,
                 data_name=Path(args.data).resolve().name)
     return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    return smoke(Path(args.out))
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
@@ -160,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                    "make a stage another one)")
     p.add_argument("--dry-run", action="store_true", help="list each stage: published, to train, or waiting")
     p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("smoke", help="the whole pipeline on a toy dataset it makes itself, in about a minute",
+                       description=smoke_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/smoke", help="where the toy data, the run and its store go")
+    p.set_defaults(func=cmd_smoke)
 
     args = parser.parse_args(argv)
     try:

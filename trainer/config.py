@@ -121,8 +121,14 @@ class TrainConfig(_Strict):
     seed: int = Field(0, description="seeds weights, shuffling and augmentation")
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 keeps torch's default")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes a GPU when torch sees one")
-    quantize: bool = Field(True, description="also publish an INT8 variant if it passes max_int8_drop")
+    quantize: bool = Field(True, description="also publish an INT8 variant if it passes the three int8 gates")
     max_int8_drop: float = Field(0.005, ge=0, description="largest val accuracy loss of the INT8 variant")
+    min_int8_agreement: float = Field(
+        0.99, ge=0, le=1, description="smallest share of val faces whose INT8 top label is the float graph's"
+    )
+    max_int8_score_shift: float = Field(
+        0.15, ge=0, le=1, description="largest move of the float graph's top-label probability under INT8"
+    )
 
     @field_validator("teacher_store", mode="before")
     @classmethod

@@ -144,7 +144,9 @@ def load_split(data: str | Path, split: str, size: int = 48) -> Split:
     """Load ``split`` (train, val, test) from a directory in any of the supported layouts."""
     root = Path(data)
     if not root.is_dir():
-        raise DataError(f"data directory {str(root)!r} does not exist")
+        raise DataError(f"data directory {str(root)!r} does not exist. FER2013 is not shipped: docs/training.md "
+                        "says where it and the FER+ votes come from and which layouts this loader takes; "
+                        "`python -m trainer smoke` runs the whole pipeline on toy data meanwhile")
     if (root / f"{split}.npz").is_file():
         return _load_npz(root / f"{split}.npz", size)
     if (root / "fer2013.csv").is_file():

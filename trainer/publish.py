@@ -104,12 +104,14 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
     int8_note = "not attempted"
     if cfg.quantize:
         int8_path = run / "model.int8.onnx"
-        gate = int8_gate(onnx_path, int8_path, train, val, score.accuracy, cfg.max_int8_drop, cfg.seed)
-        int8_note = gate.note(cfg.max_int8_drop)
+        gate = int8_gate(onnx_path, int8_path, train, val, cfg)
+        int8_note = gate.note() + ("" if gate.passed else ": not published (max_int8_drop, min_int8_agreement, "
+                                   "max_int8_score_shift)")
         if gate.passed:
             files["model.int8.onnx"] = int8_path
             variants["int8"] = Variant(file="model.int8.onnx", val_accuracy=gate.accuracy,
-                                       note="static QDQ, per-channel")
+                                       note="static QDQ, per-channel", agreement=gate.agreement,
+                                       max_score_shift=gate.max_score_shift)
 
     teachers = rounds[0].get("teachers") or []
     control_path = run / "control.json"

@@ -1,6 +1,6 @@
 """A training recipe in stages, each published to the model store before the next one starts.
 
-    python -m trainer recipe trainer/recipes/v2.yaml --data ../shared/data/fer2013 --store model_store/seed
+    python -m trainer recipe trainer/recipes/v2.yaml --data data/fer2013 --store model_store/lineage
 
 A run of several hours must not depend on one uninterrupted process. So every stage (a teacher
 member, a T-S round with its control) is an ordinary ``fit`` whose model is published as a store

@@ -11,10 +11,22 @@ from model_store import StoreError
 from service.api.deps import AdminDep, RuntimeDep
 from service.api.errors import ApiError
 from service.api.schemas import PromoteRequest, RollbackRequest
-from service.models import PromoteError, ReloadResult
+from service.models import LoadedModel, PromoteError, ReloadResult
 from service.runtime import Runtime
 
 router = APIRouter()
+
+
+def accuracy(model: LoadedModel) -> dict[str, float | None]:
+    """The manifest's validation accuracy, named for what it measured. The service runs one pass; a
+    manifest scored with flip TTA (v1's, README "The shipped model") does not say what one pass
+    scores, so its figure is given as `flip_tta` and `served` is unknown rather than guessed."""
+    metrics = model.manifest.metrics
+    figure = model.manifest.variants[model.variant].val_accuracy if model.variant else metrics.val_accuracy
+    if not metrics.tta:
+        return {"served": figure, "flip_tta": None}
+    # A variant's own figure says nothing about how it was taken: only the main graph's is labelled.
+    return {"served": None, "flip_tta": None if model.variant else metrics.val_accuracy}
 
 
 @router.get("/models")
@@ -44,6 +56,7 @@ def models(runtime: RuntimeDep) -> dict[str, Any]:
             "crop_policy": m.crop_policy,
             "crop_margin": m.crop_margin,
             "val_accuracy": m.metrics.val_accuracy,
+            "accuracy": accuracy(model),
             "created_at": m.created_at.isoformat(),
             "loaded_at": model.loaded_at,
         }

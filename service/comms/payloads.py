@@ -1,4 +1,4 @@
-"""Every MQTT payload, versioned (DESIGN §3). Nothing here can carry pixels, crops or embeddings:
+"""Every MQTT payload, versioned (README, "MQTT"). Nothing here can carry pixels, crops or embeddings:
 the fields are labels, scores, times and ids, and extra fields are refused."""
 
 from __future__ import annotations

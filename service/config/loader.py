@@ -9,13 +9,16 @@ and ``[a, b]`` keep their types.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from service.config.settings import Settings
 
@@ -99,6 +102,42 @@ def _merge_camera_rules(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def _step(annotation: Any, part: int | str) -> Any:
+    """The annotation one step down ``loc``: a section's field, or the item of a list or mapping."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _step(typing.get_args(annotation)[0], part)
+    if origin in (typing.Union, types.UnionType):
+        steps = [_step(arg, part) for arg in typing.get_args(annotation) if arg is not type(None)]
+        return next((s for s in steps if s is not None), None)
+    if origin in (list, tuple):
+        return typing.get_args(annotation)[0] if isinstance(part, int) else None
+    if origin is dict:
+        return typing.get_args(annotation)[1]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    return None
+
+
+def _known_keys(annotation: Any) -> list[str]:
+    """The keys of the section an annotation holds (looking through ``X | None``)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [k for arg in typing.get_args(annotation) for k in _known_keys(arg)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _suggestion(loc: tuple[int | str, ...]) -> str:
+    """The closest known key, as git names the command a typo was probably meant to be; "" when none is close."""
+    annotation: Any = Settings
+    for part in loc[:-1]:
+        annotation = _step(annotation, part)
+    close = difflib.get_close_matches(str(loc[-1]).lower(), _known_keys(annotation), n=1) if loc else []
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
     first = exc.errors()[0]
     loc = [str(p) for p in first["loc"]]
@@ -111,7 +150,7 @@ def _describe(exc: ValidationError, origins: Mapping[str, str]) -> str:
             break
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _suggestion(tuple(first["loc"]))
     more = len(exc.errors()) - 1
     return f"config error at {where}: {msg}" + (f" (and {more} more)" if more else "")
 

@@ -59,7 +59,8 @@ class LatencyWindow:
         self._history: deque[tuple[float, Buckets]] = deque()
 
     def summary(self, now: float | None = None) -> dict[str, dict[str, dict[str, float | int | None]]]:
-        """{camera: {stage: {p50_ms, p95_ms, count}}} over about the last window_s."""
+        """{camera: {stage: {p50_ms, p95_ms, count}}} over about the last window_s; only the stages that
+        ran, so a camera that never analysed a frame maps to {}."""
         now = time.monotonic() if now is None else now
         current = read_buckets(self.registry)
         with self._lock:
@@ -76,10 +77,14 @@ class LatencyWindow:
             if not delta or delta[-1][1] <= 0:
                 # Nothing new in the window (a paused camera): the figures since start say more than nothing.
                 delta = rows
+            stages = out.setdefault(camera, {})
             p50, p95 = quantile(0.5, delta), quantile(0.95, delta)
-            out.setdefault(camera, {})[stage] = {
-                "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+            if p50 is None:
+                # A stage that never ran (a camera that never came online): a row of dashes says nothing.
+                continue
+            stages[stage] = {
+                "p50_ms": round(p50 * 1000, 3),
                 "p95_ms": None if p95 is None else round(p95 * 1000, 3),
-                "count": int(delta[-1][1]) if delta else 0,
+                "count": int(delta[-1][1]),
             }
         return out

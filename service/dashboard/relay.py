@@ -3,7 +3,8 @@
 It subscribes to `<prefix>/+/events` and the retained per-camera topics, so one page sees every
 gateway on the broker, not only this one. Browsers get the messages as server-sent events, which
 work with any broker (no websockets listener needed). It relays what MQTT carries and nothing
-else: labels, scores, times and ids, never a pixel.
+else: labels, scores, times and ids, never a pixel. It also keeps each camera's last minutes of
+labels, switch states and anomalies (`history.py`), so that a page opened later draws the same timeline.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import paho.mqtt.client as mqtt
 from service.comms.mqtt import make_client
 from service.comms.topics import Topics
 from service.config import MqttConfig
+from service.dashboard.history import History
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class EventRelay:
     def __init__(self, cfg: MqttConfig, client_id: str, max_events: int = 200) -> None:
         self.cfg = cfg
         topics = Topics(cfg.prefix)
+        self._prefix = cfg.prefix
         self._subscriptions = [
             topics.events("+"),
             topics.status("+"),
@@ -43,6 +46,7 @@ class EventRelay:
         self._lock = threading.Lock()
         self._retained: dict[str, Any] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
+        self._history = History()
         self._listeners: dict[asyncio.Queue[dict[str, Any] | None], asyncio.AbstractEventLoop] = {}
         self._connected = False
         self.client = make_client(cfg, client_id)
@@ -99,13 +103,31 @@ class EventRelay:
             return  # not one of ours: every fer-edge payload is JSON
         if not isinstance(payload, dict):
             return
-        item = {"type": "message", "topic": msg.topic, "payload": payload, "received_at": time.time()}
+        now = time.time()
+        item = {"type": "message", "topic": msg.topic, "payload": payload, "received_at": now}
         with self._lock:
             if msg.topic.endswith("/events"):
                 self._events.append(item)
             else:
                 self._retained[msg.topic] = payload
             self._broadcast(item)
+            where = self._camera_topic(msg.topic)
+            if where is not None:
+                change = self._history.add(*where, payload, now)
+                if change is not None:
+                    self._broadcast(change)
+
+    def _camera_topic(self, topic: str) -> tuple[str, str] | None:
+        """(camera, kind) of ``<prefix>/<camera>/expression|events`` or ``…/analysis/state``."""
+        head = f"{self._prefix}/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/")
+        if len(parts) == 2 and parts[1] in ("expression", "events"):
+            return parts[0], parts[1]
+        if parts[1:] == ["analysis", "state"]:
+            return parts[0], "analysis"
+        return None
 
     def _broadcast(self, item: dict[str, Any]) -> None:
         """Called with the lock held, so every listener sees the messages in the broker's order."""
@@ -130,11 +152,16 @@ class EventRelay:
         """A snapshot of what is known now, and a queue of what comes after it (None: closed)."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(_QUEUE_SIZE)
         with self._lock:
+            now = time.time()
             snapshot = {
                 "type": "snapshot",
                 "broker": {"connected": self._connected},
                 "retained": dict(self._retained),
                 "events": list(self._events),
+                # The page draws its timeline against the service's clock, not the browser's.
+                "now": now,
+                "window_s": self._history.window_s,
+                "timeline": self._history.snapshot(now),
             }
             self._listeners[queue] = asyncio.get_running_loop()
         return snapshot, queue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from service import __version__
 from service.api.deps import RuntimeDep
 from service.api.health import cameras
+from service.api.models import accuracy
+from service.dashboard.history import WINDOW_S
 
 STATIC = Path(__file__).with_name("static")
 _CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
@@ -43,7 +46,7 @@ def state(runtime: RuntimeDep) -> dict[str, Any]:
             "version": model.version,
             "variant": model.variant,
             "labels": model.labels,
-            "val_accuracy": model.manifest.metrics.val_accuracy,
+            "accuracy": accuracy(model),
             "sha256": model.sha256,
         }
     if not runtime.settings.mqtt.enabled:
@@ -73,7 +76,7 @@ async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
         yield f"retry: {_RETRY_MS}\n\n"
         if relay is None:
             yield _sse({"type": "snapshot", "broker": {"connected": False, "disabled": True}, "retained": {},
-                        "events": []})  # fmt: skip
+                        "events": [], "now": time.time(), "window_s": WINDOW_S, "timeline": {}})  # fmt: skip
             # Nothing will ever come; the page polls /dashboard/state for this gateway's cameras.
             while not _exiting(request):
                 await asyncio.sleep(1.0)

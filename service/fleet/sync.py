@@ -1,4 +1,4 @@
-"""Follow the central model store: download, verify, warm and swap on this gateway's own (DESIGN §7).
+"""Follow the central model store: download, verify, warm and swap on this gateway's own (README, "Several gateways").
 
 The central store announces each alias, retained, on ``<prefix>/models/<name>/<alias>``. This
 gateway follows ``stable``, or ``candidate`` while it is one of the gateways that alias names and

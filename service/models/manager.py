@@ -1,4 +1,4 @@
-"""Hot reload after TF Serving's availability-preserving policy (DESIGN §2), and promotion.
+"""Hot reload after TF Serving's availability-preserving policy, and promotion.
 
 The served model is one reference. A request reads it once and keeps that object, so it finishes
 on the version it started with even if a swap happens meanwhile; swapping is one assignment made

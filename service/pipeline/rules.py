@@ -225,7 +225,7 @@ class RuleEngine:
     # -- per frame -------------------------------------------------------------------------------
 
     def _expression(self, t: Track, st: _TrackState, label: str, prob: float, now: float, out: list[Event]) -> None:
-        # Publish on change with a minimum dwell, never per frame (DESIGN §3).
+        # Publish on change with a minimum dwell, never per frame, as Frigate publishes its per-camera state.
         if label == st.label:
             st.candidate = None
             return

@@ -70,6 +70,7 @@ class CameraPipeline:
         self._last_boxes: list[Box] | None = None
         self.faces_now = 0
         self.current_label: str | None = None
+        self._said: ExpressionState | None = None  # the retained expression last published
         self._fps_window: deque[float] = deque(maxlen=30)
         metrics.init_camera(cam.id)
 
@@ -136,7 +137,7 @@ class CameraPipeline:
             self._last_boxes = None
             self.faces_now = 0
             self._fps_window.clear()
-            self._publish_expression(self.engine.expression_state([], now))
+            self._say_no_face(now)
         else:
             logger.error("camera %s: worker still running after switching off; its open events are not ended",
                          self.cam.id)  # fmt: skip
@@ -146,11 +147,17 @@ class CameraPipeline:
         self.metrics.camera_up.labels(self.cam.id).set(0)
 
     def join(self, deadline: float) -> None:
-        """Wait for the threads until ``deadline`` (monotonic), then close the camera's open events."""
+        """Wait for the threads until ``deadline`` (monotonic), then close the camera's open events and
+        say that no face is seen: the retained expression outlives us, and must not go on saying
+        "happy, 1 face" beside an `offline` status. Home Assistant takes MQTT as the truth, and its
+        users report a sensor left at its last value by a stopped Frigate as a bug (frigate#679)."""
         ended = self._join_threads(deadline)
         now = time.time()
         if ended:
             self._emit(self.engine.close(now))
+            self.tracker.end_all()
+            self.faces_now = 0
+            self._say_no_face(now)
         else:
             logger.error("camera %s: worker still running after stop; its open events are not ended", self.cam.id)
         self.publisher.set_camera_status(
@@ -277,6 +284,13 @@ class CameraPipeline:
         if state is not None:
             self.publisher.set_expression(state)
             self.current_label = state.label
+            self._said = state
+
+    def _say_no_face(self, now: float) -> None:
+        """After ``engine.close``: no face any more, said once (a camera already saying so repeats nothing)."""
+        state = self.engine.expression_state([], now)
+        if self._said is None or self._said.label is not None or self._said.faces:
+            self._publish_expression(state)
 
     def _check_status(self, now: float) -> None:
         online, reason = self.capture_status.get()

@@ -99,6 +99,33 @@ def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], exp
     assert expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        ("mqtt: {hots: broker}", {}, "config error at mqtt.hots: unknown key (did you mean host?)"),
+        ("{}", {"FER_MQTT__HOSTT": "x"}, "mqtt.hostt (from FER_MQTT__HOSTT): unknown key (did you mean host?)"),
+        ("cameras: [{id: a, source: 0, fsp: 5}]", {}, "cameras.0.fsp: unknown key (did you mean fps?)"),
+        ("mqtt: {outbox: {max_mesages: 5}}", {}, "mqtt.outbox.max_mesages: unknown key (did you mean max_messages?)"),
+        # A zone named like a field is still a zone: the hint comes from the zone's own keys.
+        ("cameras: [{id: a, source: 0, zones: {rules: {coordinates: '0,0,1,0,1,1', rulez: {}}}}]", {},
+         "cameras.0.zones.rules.rulez: unknown key (did you mean rules?)"),
+        ("cameras: [{id: a, source: 0, rules: {sustained_negative: {treshold: 0.5}}}]", {},
+         "cameras.0.rules.sustained_negative.treshold: unknown key (did you mean threshold?)"),
+        ("mqtt: {tls: {insecur: true}}", {}, "mqtt.tls.insecur: unknown key (did you mean insecure?)"),
+    ],
+)
+def test_a_misspelt_key_names_the_closest_one(tmp_path: Path, text: str, env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text), env)
+    assert str(info.value).endswith(expected), str(info.value)
+
+
+def test_a_key_like_no_other_gets_no_guess(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, "mqtt: {zzzzzz: 1}"), {})
+    assert str(info.value) == "config error at mqtt.zzzzzz: unknown key"
+
+
 def test_entry_point_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
     path = write(tmp_path, "api: {prot: 80}\n")
     proc = subprocess.run(
@@ -106,7 +133,7 @@ def test_entry_point_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, cwd=ROOT,
     )  # fmt: skip
     assert proc.returncode == 2
-    assert "config error at api.prot: unknown key" in proc.stderr
+    assert "config error at api.prot: unknown key (did you mean port?)" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

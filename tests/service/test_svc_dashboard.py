@@ -1,5 +1,6 @@
 """The privacy switch (MQTT, HTTP, across a restart), the dashboard's SSE relay against a real
-mosquitto (other gateways, a broker restart), its latency figures, and re-entry noise."""
+mosquitto (other gateways, a broker restart), the timeline's history, the accuracy it names, its
+latency figures, and re-entry noise."""
 
 from __future__ import annotations
 
@@ -17,12 +18,17 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry, Histogram
 
+from model_store import ModelStore
+from service.api.models import accuracy
 from service.app import create_app
 from service.comms.discovery import device_config
 from service.comms.topics import Topics
 from service.config import RulesConfig, Settings, TrackingConfig
+from service.dashboard.history import MAX_CAMERAS, MAX_POINTS, History
 from service.dashboard.latency import LatencyWindow, quantile, read_buckets
 from service.demo import Segment, write_clip
+from service.metrics import Metrics
+from service.models.loaded import load_version
 from service.pipeline.detect import Box
 from service.pipeline.rules import RuleEngine
 from service.pipeline.track import Track
@@ -295,11 +301,132 @@ def test_page_and_state(relay_app: str) -> None:
     assert "http://" not in page.text and "https://" not in page.text
     for asset in ("/dashboard/static/app.js", "/dashboard/static/app.css"):
         r = httpx.get(f"{relay_app}{asset}")
-        assert r.status_code == 200 and "http://" not in r.text and "https://" not in r.text, asset
+        text = r.text.replace('"http://www.w3.org/2000/svg"', "")  # the SVG namespace: a name, never fetched
+        assert r.status_code == 200 and "http://" not in text and "https://" not in text, asset
     state = httpx.get(f"{relay_app}/dashboard/state").json()
     assert state["ready"] and state["admin"] is True
-    assert state["model"]["labels"] == LABELS and 0 < state["model"]["val_accuracy"] < 1
+    assert state["model"]["labels"] == LABELS
     assert state["mqtt"]["state"] in {"connected", "disconnected"}
+
+
+# -- the timeline's history -----------------------------------------------------------------------
+
+
+def expression(label: str | None, t: float, track_id: int | None = 7) -> bytes:
+    return json.dumps({"schema_version": 1, "gateway": "gw-b", "camera": "door", "label": label,
+                       "score": 0.8 if label else None, "track_id": track_id if label else None,
+                       "faces": 1 if label else 0, "timestamp": t, "model_version": 1,
+                       "current_zones": []}).encode()  # fmt: skip
+
+
+def anomaly(kind: str, t0: float, end: float | None, top: float) -> bytes:
+    return json.dumps({"schema_version": 1, "gateway": "gw-b", "kind": "anomaly", "type": kind, "id": "a-1",
+                       "camera": "door", "event_type": "sustained_negative_affect", "label": "sad", "score": top,
+                       "top_score": top, "start_time": t0, "end_time": end, "track_id": 7, "previous_label": None,
+                       "model_version": 1, "current_zones": []}).encode()  # fmt: skip
+
+
+def test_the_relay_keeps_a_timeline_that_a_later_page_gets(relay_app: str, broker: Mosquitto) -> None:
+    now = time.time()
+    publish(broker.port, "fer/door/expression", expression("happy", now - 60), retain=True)
+    publish(broker.port, "fer/door/analysis/state",
+            json.dumps({"schema_version": 1, "camera": "door", "state": "OFF", "timestamp": now - 30}).encode(),
+            retain=True)  # fmt: skip
+    publish(broker.port, "fer/door/expression", expression(None, now - 30), retain=True)
+    publish(broker.port, "fer/door/events", anomaly("new", now - 50, None, 0.7))
+    publish(broker.port, "fer/door/events", anomaly("update", now - 50, None, 0.8))
+    publish(broker.port, "fer/door/events", anomaly("end", now - 50, now - 40, 0.8))
+    # Payloads the page cannot draw change nothing, and are still relayed.
+    publish(broker.port, "fer/door/expression", json.dumps({"label": "x" * 65, "timestamp": now}).encode())
+    publish(broker.port, "fer/door/events", json.dumps({"kind": "anomaly", "id": "bad"}).encode())
+
+    live = Stream(f"{relay_app}/dashboard/stream")
+    try:
+        live.wait(lambda i: i["type"] == "snapshot", "snapshot")
+        publish(broker.port, "fer/door/expression", expression("sad", now - 10), retain=True)
+        item = live.wait(lambda i: i["type"] == "timeline" and i["item"].get("label") == "sad", "a live point")
+        assert item == {"type": "timeline", "camera": "door", "series": "labels",
+                        "item": {"t": now - 10, "label": "sad", "score": 0.8}}  # fmt: skip
+
+        # After a broker restart a gateway publishes its retained state again, as it was: no point twice.
+        broker.kill()
+        live.wait(lambda i: i["type"] == "broker" and not i["connected"], "broker gone")
+        broker.start()
+        n = len(live.items)
+        live.wait(lambda i: i in live.items[n:] and i["type"] == "broker" and i["connected"], "reconnected", 30)
+        publish(broker.port, "fer/door/expression", expression("happy", now - 60), retain=True)
+        publish(broker.port, "fer/door/expression", expression("sad", now - 10), retain=True)
+        publish(broker.port, "fer/door/events", anomaly("update", now - 50, None, 0.8))
+        publish(broker.port, "fer/door/expression", expression("sad", now - 5, track_id=8), retain=True)
+        live.wait(lambda i: i["type"] == "message" and i["payload"].get("track_id") == 8, "the last message")
+        assert [i["item"]["t"] for i in live.items[n:] if i["type"] == "timeline"] == [now - 5]
+
+        later = Stream(f"{relay_app}/dashboard/stream")
+        snap = later.wait(lambda i: i["type"] == "snapshot", "a later page's snapshot")
+        later.close()
+    finally:
+        live.close()
+    assert snap["window_s"] == 900 and abs(snap["now"] - time.time()) < 5
+    door = snap["timeline"]["door"]
+    assert door["labels"] == [{"t": now - 60, "label": "happy", "score": 0.8}, {"t": now - 30, "label": None,
+                              "score": None}, {"t": now - 10, "label": "sad", "score": 0.8},
+                              {"t": now - 5, "label": "sad", "score": 0.8}]  # fmt: skip
+    assert door["analysis"] == [{"t": now - 30, "state": "OFF"}]
+    assert door["anomalies"] == [{"id": "a-1", "event_type": "sustained_negative_affect", "label": "sad",
+                                  "score": 0.8, "start": now - 50, "end": now - 40}]  # fmt: skip
+    # Labels, scores and times: no track id, no gateway's id for a face, nothing else.
+    assert "track_id" not in json.dumps(snap["timeline"])
+
+
+def test_the_history_is_bounded_in_time_points_and_cameras() -> None:
+    history = History(window_s=100)
+    for i in range(MAX_POINTS + 50):
+        history.add("cam", "expression", {"label": "happy" if i % 2 else "sad", "score": 0.5, "timestamp": 1000 + i},
+                    now=1000 + i)  # fmt: skip
+    labels = history.snapshot(now=1000 + MAX_POINTS + 50)["cam"]["labels"]
+    # Past the window, only the point whose label lasts into it stays.
+    assert len(labels) == 101 and labels[0]["t"] == 1000 + MAX_POINTS + 50 - 101
+    history = History(window_s=1e9)
+    for i in range(MAX_POINTS + 50):
+        history.add("cam", "expression", {"label": "happy", "score": 0.5, "timestamp": i}, now=i)
+    assert len(history.snapshot(now=MAX_POINTS + 50)["cam"]["labels"]) == MAX_POINTS
+    for i in range(MAX_CAMERAS + 5):
+        history.add(f"c{i}", "analysis", {"state": "ON", "timestamp": 1.0}, now=1.0)
+    cameras = history.snapshot(now=2.0)
+    assert len(cameras) == MAX_CAMERAS and "c0" not in cameras and f"c{MAX_CAMERAS + 4}" in cameras
+    # An anomaly's `update` delivered again after its `end` does not reopen it.
+    history = History()
+    for kind, end in (("new", None), ("end", 20.0), ("update", None)):
+        history.add("cam", "events", json.loads(anomaly(kind, 10.0, end, 0.7)), now=30.0)
+    assert history.snapshot(now=30.0)["cam"]["anomalies"][0]["end"] == 20.0
+
+
+# -- the accuracy shown ---------------------------------------------------------------------------
+
+
+def test_the_accuracy_is_named_for_what_it_measured(make_settings: Callable[..., Settings], store_root: Path) -> None:
+    """v1's manifest figure is flip TTA: never shown as what is served. A manifest of the served
+    graph (what the trainer publishes now) is shown as served."""
+    settings = make_settings()
+    with live_server(create_app(settings)) as base:
+        v1 = httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"]
+        models = httpx.get(f"{base}/models").json()["served"]["accuracy"]
+    manifest = ModelStore(store_root).manifest("ean", 1)
+    assert manifest.metrics.tta
+    assert v1 == models == {"served": None, "flip_tta": manifest.metrics.val_accuracy}
+
+    store = ModelStore(store_root)
+    vdir = store.version_dir("ean", 1)
+    metrics = manifest.metrics.model_copy(update={"tta": False, "val_accuracy": 0.6395})
+    files = {manifest.model_file: vdir / manifest.model_file}
+    files |= {v.file: vdir / v.file for v in manifest.variants.values()}
+    served = store.publish(manifest.model_copy(update={"version": None, "files": {}, "metrics": metrics}), files)
+    store.set_alias("ean", "stable", served)
+    with live_server(create_app(settings)) as base:
+        assert httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"] == {"served": 0.6395,
+                                                                                    "flip_tta": None}
+    int8 = load_version(store, "ean", served, variant="int8", threads=1, max_batch=1)
+    assert accuracy(int8) == {"served": manifest.variants["int8"].val_accuracy, "flip_tta": None}
 
 
 # -- latency --------------------------------------------------------------------------------------
@@ -325,6 +452,17 @@ def test_latency_quantiles_match_prometheus_and_follow_the_window() -> None:
         h.labels("c", "detect").observe(0.5)
     later = window.summary(now=61.0)["c"]["detect"]
     assert later["count"] == 50 and later["p50_ms"] > 100, "only the last minute counts"
+
+
+def test_a_camera_that_never_ran_has_no_rows_of_dashes() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry, ["live", "hall"])
+    for camera in ("live", "hall"):
+        metrics.init_camera(camera)
+    metrics.stage_seconds.labels("live", "total").observe(0.002)
+    summary = LatencyWindow(registry).summary(now=0.0)
+    assert summary["hall"] == {}
+    assert list(summary["live"]) == ["total"] and summary["live"]["total"]["count"] == 1
 
 
 # -- re-entry -------------------------------------------------------------------------------------

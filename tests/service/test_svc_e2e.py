@@ -63,7 +63,11 @@ class Service:
             [sys.executable, "-m", "service", "--config", str(config)],
             cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_until(self._ready, 90, interval=0.1, what=f"service ready (log: {log})")
+        try:
+            wait_until(self._ready, 90, interval=0.1, what=f"service ready (log: {log})")
+        except BaseException:
+            self.kill()  # a service that never got ready must not outlive its test
+            raise
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -1,4 +1,4 @@
-"""Several gateways on one broker (DESIGN §7): per-gateway availability and Last Will, the gateway in
+"""Several gateways on one broker (README, "Several gateways"): per-gateway availability and Last Will, the gateway in
 every payload, one Home Assistant device per gateway, and a camera id claimed by two gateways."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Model distribution for real (DESIGN §7): mosquitto, `python -m model_store serve` and three
+"""Model distribution for real (README, "Several gateways"): mosquitto, `python -m model_store serve` and three
 `python -m service` gateways on loopback ports. Promote v2 centrally and all three serve it; one
 gateway whose downloads arrive corrupt refuses them, retries with backoff and keeps serving v1 while
 the other two swap; a staged rollout reaches the named gateway first."""

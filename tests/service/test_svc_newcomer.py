@@ -1,5 +1,5 @@
-"""What a new user meets first: the README's HTTP examples as written, a busy port, the trainer
-without its extra, and the compose file passing every FER_ setting into the service."""
+"""What a new user meets first: the README's HTTP and switch commands as written, its MQTT samples
+against what the service sends, a busy port, the trainer without its extra, and one python."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,18 +22,43 @@ import yaml
 
 from service.app import create_app
 from service.config import Settings
-from tests.service.support import Mosquitto, Subscriber, live_server, one_face_frame
+from service.demo import Segment, write_clip
+from service.runtime import Runtime
+from tests.service.support import Mosquitto, Subscriber, face_crop, live_server, one_face_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def sh_block_after(heading: str) -> list[str]:
-    """The first ```sh block of a README section, as its command lines."""
-    section = README.split(f"\n{heading}\n", 1)[1]
-    block = re.search(r"```sh\n(.*?)```", section, flags=re.S)
-    assert block, heading
-    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+def section(heading: str) -> str:
+    """A README section's text, up to the next heading of any level."""
+    text = README.split(f"\n{heading}\n", 1)[1]
+    return re.split(r"\n#{2,3} ", text, maxsplit=1)[0]
+
+
+def sh_blocks(heading: str) -> list[list[str]]:
+    """The ```sh blocks of a README section, each as its command lines."""
+    blocks = re.findall(r"```sh\n(.*?)```", section(heading), flags=re.S)
+    assert blocks, heading
+    return [[line for line in b.splitlines() if line.strip() and not line.startswith("#")] for b in blocks]
+
+
+def commands(lines: list[str]) -> list[str]:
+    """Lines joined where a backslash continues them."""
+    out: list[str] = []
+    for line in lines:
+        if out and out[-1].endswith("\\"):
+            out[-1] = out[-1][:-1] + line.strip()
+        else:
+            out.append(line)
+    return out
+
+
+def started_with_token(lines: list[str]) -> str:
+    """The token of the block's `FER_API__TOKEN=… make run`, the one line a test does not run as written."""
+    tokens = [m.group(1) for line in lines if (m := re.match(r"FER_API__TOKEN=(\S+) make run\b", line))]
+    assert len(tokens) == 1, lines
+    return tokens[0]
 
 
 def big_face_jpeg(path: Path) -> int:
@@ -46,28 +72,152 @@ def big_face_jpeg(path: Path) -> int:
     return path.stat().st_size
 
 
+def shape(value: Any) -> Any:
+    """Keys in order, all the way down (a list by its first item): what a sample must share with the real thing."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__ if value is not None else None
+
+
+def test_the_shipped_face_is_the_demo_s_own() -> None:
+    from service.demo import Segment, background, render, shipped_face
+
+    shipped = cv2.imread(str(ROOT / "docs" / "face.jpg"))
+    assert shipped is not None and shipped.shape == (480, 640, 3)
+    frame = render(background(640, 480), shipped_face(), Segment(1.0), 0.0)
+    assert np.abs(shipped.astype(np.int16) - frame).mean() < 2.0
+
+
 @pytest.mark.skipif(not shutil.which("curl") or not shutil.which("base64"), reason="needs curl and base64")
 def test_readme_http_examples_work_as_written(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
-    lines = sh_block_after("## HTTP API")
-    assert any("-d @" in line or "--data-binary @face.json" in line for line in lines)
-    assert big_face_jpeg(tmp_path / "face.jpg") > 200_000
-    with live_server(create_app(make_settings())) as base:
+    """The README's commands, run from the repository as it says, against a live server; then the
+    same /infer commands on a photo too big for a command line."""
+    lines = sh_blocks("## HTTP API")[0]
+    assert "docs/face.jpg" in lines[0], "the first example uses the face the repository ships"
+    token = started_with_token(lines)
+    assert big_face_jpeg(tmp_path / "big.jpg") > 200_000
+    sample = json.loads(re.search(r"```json\n(.*?)```", section("## HTTP API"), flags=re.S).group(1))
+    with live_server(create_app(make_settings(api={"token": token}))) as base:
         host = base.removeprefix("http://")
-        env = {**os.environ, "FER_API__TOKEN": "test-token"}
-        infer_answers = 0
-        for line in lines:
-            command = line.replace("localhost:8000", host)
-            result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                    timeout=120)  # fmt: skip
-            assert result.returncode == 0, (line, result.stderr)
-            if "curl" not in line:
-                continue
-            body = json.loads(result.stdout)
-            assert body.get("error") is None, (line, body)
-            if "/infer" in line:
-                assert len(body["faces"]) == 1, (line, body)
-                infer_answers += 1
-        assert infer_answers == 3
+        answers = []
+        for image in ("docs/face.jpg", str(tmp_path / "big.jpg")):
+            for line in lines:
+                if "make run" in line:
+                    continue
+                command = line.replace("localhost:8000", host).replace("docs/face.jpg", image)
+                result = subprocess.run(["bash", "-c", command], cwd=ROOT, env={**os.environ, "FER_API__TOKEN": ""},
+                                        capture_output=True, text=True, timeout=120)  # fmt: skip
+                assert result.returncode == 0, (line, result.stderr)
+                body = json.loads(result.stdout)
+                assert body.get("error") is None, (line, body)
+                if "/infer" in line:
+                    assert len(body["faces"]) == 1, (line, body)
+                    answers.append(body)
+        assert len(answers) == 6
+    # The sample answer is what docs/face.jpg gets from the served model today.
+    real = answers[0]
+    assert shape(sample) == shape(real)
+    assert sample["model"] == real["model"] and sample["model_version"] == real["model_version"]
+    assert sample["faces"][0]["label"] == real["faces"][0]["label"]
+
+
+@pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("curl"), reason="needs mosquitto_pub, curl")
+def test_readme_switch_commands_work_as_written(tmp_path: Path, broker: Mosquitto,
+                                                make_settings: Callable[..., Settings]) -> None:
+    """MQTT first, since `make run` sets no token; then the PUT, with the token the README starts the service with."""
+    mqtt_lines, http_lines = (commands(b) for b in sh_blocks("### The privacy switch"))
+    assert [line.split(" -m ")[1].split()[0] for line in mqtt_lines] == ["OFF", "ON"]
+    token = started_with_token(http_lines)
+    (put,) = [line for line in http_lines if "curl" in line]
+    clip = write_clip(tmp_path / "face.avi", face_crop(), [Segment(2.0, x=0.5, size=220)], fps=5)
+    settings = make_settings(mqtt={"enabled": True, "port": broker.port}, api={"token": token},
+                             cameras=[{"id": "demo", "source": str(clip), "loop": True, "fps": 5}])  # fmt: skip
+    sub = Subscriber(broker.port, ("fer/demo/analysis/state",))
+    sub.connected.wait(5)
+    try:
+        with live_server(create_app(settings)) as base:
+            sub.wait_for(lambda ms: ms and ms[-1].json()["state"] == "ON", what="ON at start")
+            for line in mqtt_lines:
+                result = subprocess.run(["bash", "-c", line.replace("-h 127.0.0.1", f"-h 127.0.0.1 -p {broker.port}")],
+                                        capture_output=True, text=True, timeout=30)  # fmt: skip
+                assert result.returncode == 0, (line, result.stderr)
+                wanted = line.split(" -m ")[1].split()[0]
+                sub.wait_for(lambda ms, w=wanted: ms and ms[-1].json()["state"] == w, what=f"{wanted} on the broker")
+            result = subprocess.run(["bash", "-c", put.replace("localhost:8000", base.removeprefix("http://"))],
+                                    capture_output=True, text=True, timeout=30)  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["state"] == "ON", result.stdout
+    finally:
+        sub.close()
+
+
+def readme_mqtt_samples() -> list[tuple[str, dict[str, Any]]]:
+    """(topic kind, payload) of every JSON sample in the MQTT section: the table's, the events' and the session's."""
+    text = section("## MQTT")
+    samples: list[tuple[str, dict[str, Any]]] = []
+    for inline in re.findall(r"`(\{\"schema_version\".*?\})`", text):
+        payload = json.loads(inline.replace(":…", ":0"))
+        samples.append((mqtt_kind(None, payload), payload))
+    session = re.search(r"```\n\$ mosquitto_sub .*?\n(.*?)```", text, flags=re.S)
+    assert session
+    for line in session.group(1).splitlines():
+        topic, _, payload = line.partition(" ")
+        if payload.startswith("{"):
+            samples.append((mqtt_kind(topic, json.loads(payload)), json.loads(payload)))
+    return samples
+
+
+def mqtt_kind(topic: str | None, payload: dict[str, Any]) -> str:
+    """available, status, expression, analysis, expression-event or anomaly-event."""
+    if "service_version" in payload:
+        return "available"
+    if "kind" in payload:
+        return f"{payload['kind']}-event"
+    if topic is not None:
+        return "analysis" if topic.endswith("/analysis/state") else topic.rsplit("/", 1)[1]
+    return "expression" if "faces" in payload else "status" if "reason" in payload else "analysis"
+
+
+def test_readme_mqtt_samples_match_what_the_service_sends(tmp_path: Path, broker: Mosquitto,
+                                                         make_settings: Callable[..., Settings]) -> None:
+    """Every sample has the fields, in the order, of a real payload of its kind, and the served model version."""
+    clip = write_clip(tmp_path / "face.avi", face_crop(), [Segment(3.0, x=0.5, size=220)], fps=10)
+    settings = make_settings(
+        mqtt={"enabled": True, "port": broker.port},
+        tracking={"min_dwell_s": 0.5},
+        cameras=[
+            {"id": "demo", "source": str(clip), "loop": True, "fps": 10},
+            {"id": "hall", "source": str(tmp_path / "no-such-clip.avi")},  # its camera_fault is an anomaly
+        ],
+    )
+    sub = Subscriber(broker.port, ("fer/#",))
+    sub.connected.wait(5)
+    runtime = Runtime(settings)
+    runtime.start()
+    served = runtime.models.require().version
+    try:
+        sub.wait_for(lambda ms: {"expression-event", "anomaly-event"} <= {mqtt_kind(m.topic, m.json()) for m in ms
+                                                                          if m.payload.startswith(b"{")},
+                     timeout=60, what="an expression change and an anomaly")  # fmt: skip
+    finally:
+        runtime.stop()
+    sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available" and m.json()["state"] == "stopped"],
+                 what="stopped")  # fmt: skip
+    sub.close()
+    real: dict[str, dict[str, Any]] = {}
+    for m in sub.snapshot():
+        if m.payload.startswith(b"{"):
+            real.setdefault(mqtt_kind(m.topic, m.json()), m.json())
+    samples = readme_mqtt_samples()
+    assert {kind for kind, _ in samples} == set(real) == {"available", "status", "expression", "analysis",
+                                                          "expression-event", "anomaly-event"}  # fmt: skip
+    for kind, sample in samples:
+        assert list(sample) == list(real[kind]), (kind, sample)
+        assert sample["gateway"] is None
+        if "model_version" in sample:
+            assert sample["model_version"] == served, sample
 
 
 def test_a_busy_port_is_named_before_the_broker_hears_of_us(tmp_path: Path, broker: Mosquitto) -> None:

@@ -53,7 +53,10 @@ def test_fit_export_publish_promote_verify_load(tiny_data: Path, tmp_path: Path)
     assert probs.shape == (5, len(m.labels))
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     if "int8" in m.variants:
-        assert m.metrics.val_accuracy - m.variants["int8"].val_accuracy <= 0.005
+        int8 = m.variants["int8"]
+        assert m.metrics.val_accuracy - int8.val_accuracy <= 0.005
+        assert int8.agreement is not None and int8.agreement >= 0.99
+        assert int8.max_score_shift is not None and int8.max_score_shift <= 0.15
 
     # The stable gate: a worse run is published as candidate only, unless forced.
     assert _fit(tiny_data, tmp_path / "run2", store_root, "--set", "round0.epochs=1", "--set", "round0.lr=0.0001") == 0
@@ -160,3 +163,46 @@ def test_cli_bad_input_is_one_line(tiny_data: Path, tmp_path: Path, args: list[s
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert proc.stderr.startswith(message)
+
+
+def test_without_data_every_entry_point_says_what_to_do(tmp_path: Path) -> None:
+    """A newcomer without FER2013: one line each, naming where the data comes from or what to run first."""
+    missing = str(tmp_path / "fer2013")
+    runs = [
+        ([sys.executable, "-m", "trainer", "fit", "--data", missing, "--out", str(tmp_path / "o")],
+         ["does not exist", "docs/training.md", "python -m trainer smoke"]),
+        ([sys.executable, "-m", "trainer", "control", "--data", missing, "--run", str(tmp_path / "nothing")],
+         ["is not a run of `python -m trainer fit`", "python -m trainer fit --out"]),
+        ([sys.executable, "bench/ts_gain.py", "--data", missing, "--run", str(tmp_path / "nothing")],
+         ["rounds.json is missing"]),
+        ([sys.executable, "bench/bench_ddp.py", "--data", missing, "--procs", "1"],
+         ["does not exist", "docs/training.md"]),
+    ]
+    for cmd, words in runs:
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode != 0, cmd
+        lines = [line for line in proc.stderr.strip().splitlines() if line]
+        assert len(lines) == 1 and lines[0].startswith("error: "), (cmd, proc.stderr[-2000:])
+        assert all(w in lines[0] for w in words), (cmd, lines[0])
+
+
+def test_the_smoke_run_trains_exports_and_publishes_on_its_own_data(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "trainer", "smoke", "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"FER_MODEL__STORE={tmp_path / 'store'} make run" in proc.stdout
+    store = ModelStore(tmp_path / "store")
+    assert store.aliases("ean")["stable"] == 1 and store.verify("ean", 1) == []
+    assert store.manifest("ean", 1).metrics.val_accuracy > 0.5  # the bands are learnt: the pipeline really ran
+
+
+def test_an_int8_variant_that_moves_scores_is_not_published(tiny_data: Path, tmp_path: Path) -> None:
+    """No quantised graph reproduces every probability exactly: with no shift allowed, none is published."""
+    assert _fit(tiny_data, tmp_path / "run", tmp_path / "store", "--set", "max_int8_score_shift=0",
+                "--set", "max_int8_drop=1") == 0
+    m = ModelStore(tmp_path / "store").manifest("ean", 1)
+    assert m.variants == {} and "model.int8.onnx" not in m.files
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "top score moved at most" in report["int8"] and report["int8"].endswith("not published "
+                                                                                 "(max_int8_drop, min_int8_agreement, "
+                                                                                 "max_int8_score_shift)")

@@ -25,7 +25,7 @@ def test_seed_store_serves_a_verified_stable_model() -> None:
     assert version in VERSIONS
 
 
-@pytest.mark.skipif(not VAL.exists(), reason="needs ../shared/data/fer2013 (CI has it)")
+@pytest.mark.skipif(not VAL.exists(), reason="needs FER2013's val split (CI has it)")
 @pytest.mark.parametrize("version", VERSIONS)
 def test_shipped_model_matches_its_manifest_on_val(version: int) -> None:
     """Through the tensors the manifest names, uint8 faces, one ``session.run`` a batch: as the service

@@ -5,12 +5,25 @@
 
 const MAX_EVENTS = 100;
 const POLL_MS = 2000;
+const TIMELINE_REDRAW_MS = 5000;
+const SVG_NS = "http://www.w3.org/2000/svg";
+// The seven FER2013 expressions; a model with other labels gets the spare colours in turn.
+const LABEL_COLOURS = {
+  angry: "#d64545", disgust: "#6b8e23", fear: "#8e5cc2", happy: "#f2b705", sad: "#3f7fd1",
+  surprise: "#f07f2a", neutral: "#9aa4b2",
+};
+const SPARE_COLOURS = ["#1b9e77", "#e7298a", "#66a61e", "#a6761d", "#7570b3", "#17becf"];
 
 const view = {
   local: new Map(),      // camera id -> row of /dashboard/state (this gateway)
   retained: new Map(),   // MQTT topic -> payload (status, expression, analysis/state, available)
   events: new Map(),     // event id -> {payload, types: [], at}; anomalies merge new/update/end
   seen: new Set(),       // one key per message, so a snapshot after a reconnect adds only what is new
+  timeline: new Map(),   // camera -> {labels: [], analysis: [], anomalies: Map(id -> span)}
+  windowS: 900,          // the service's timeline window, from the snapshot
+  clockOffset: 0,        // service clock minus this browser's, so the timeline ends at the service's now
+  labels: [],            // the served model's, for the legend
+  drawnIds: "",          // the cameras the timeline has rows for
   admin: false,
   streamOpen: false,
   brokerConnected: null,
@@ -71,6 +84,10 @@ function cameraIds() {
   return [...ids].sort();
 }
 
+function timelineIds() {
+  return [...new Set([...cameraIds(), ...view.timeline.keys()])].sort();
+}
+
 function switchButton(id, state) {
   const button = el("button", state, { class: "switch", "data-state": state, type: "button" });
   button.title = view.admin ? `switch analysis ${state === "ON" ? "off" : "on"} (admin token)` :
@@ -91,7 +108,7 @@ function renderCameras() {
     const expr = retainedFor(id, "expression");
     const analysis = retainedFor(id, "analysis");
     const row = el("tr", null, { "data-camera": id });
-    const name = el("td", local && local.name && local.name !== id ? `${id} (${local.name})` : id);
+    const name = el("td", local && local.name && local.name !== id ? `${id} (${local.name})` : id, { class: "name" });
     // In a fleet every payload names its gateway: one page, every gateway on the broker.
     const gateway = (status && status.gateway) || (expr && expr.gateway);
     if (gateway) name.append(el("span", ` @ ${gateway}`, { class: "muted" }));
@@ -102,20 +119,22 @@ function renderCameras() {
     statusCell.append(el("span", state, { class: "badge", "data-state": state }));
     if (reason) statusCell.append(el("span", ` ${reason}`, { class: "muted" }));
     row.append(statusCell);
-    row.append(el("td", local ? local.fps.toFixed(1) : "–", { class: "num" }));
+    // data-th names a cell where a narrow screen shows the rows as cards, without the header.
+    row.append(el("td", local ? local.fps.toFixed(1) : "–", { class: "num", "data-th": "fps" }));
     const label = expr ? expr.label : (local ? local.expression : null);
-    row.append(el("td", label || "no face", { class: label ? "label" : "muted" }));
-    row.append(el("td", expr ? fmtScore(expr.score) : "–", { class: "num" }));
-    row.append(el("td", expr ? expr.faces : (local ? local.faces : "–"), { class: "num" }));
+    row.append(el("td", label || "no face", { class: label ? "label expression" : "muted expression" }));
+    row.append(el("td", expr ? fmtScore(expr.score) : "–", { class: "num", "data-th": "score" }));
+    row.append(el("td", expr ? expr.faces : (local ? local.faces : "–"), { class: "num", "data-th": "faces" }));
     const version = expr && expr.model_version != null ? expr.model_version : (local ? local.model_version : null);
-    row.append(el("td", version != null ? `v${version}` : "–"));
+    row.append(el("td", version != null ? `v${version}` : "–", { "data-th": "model" }));
     const switchState = analysis ? analysis.state : (local && local.analysis ? local.analysis : null);
-    const cell = el("td");
+    const cell = el("td", null, { class: "analysis" });
     if (local && switchState) cell.append(switchButton(id, switchState));
     else cell.append(el("span", switchState || "–", { class: "badge", "data-state": switchState || "" }));
     row.append(cell);
     body.append(row);
   }
+  if (timelineIds().join() !== view.drawnIds) scheduleTimeline();  // a camera came or went
 }
 
 async function toggle(id, state, button) {
@@ -181,7 +200,7 @@ function renderEvents() {
     const label = p.previous_label ? `${p.previous_label} → ${p.label}` : p.label;
     row.append(el("td", label, { class: "label" }));
     row.append(el("td", anomaly ? `${fmtScore(p.score)} (top ${fmtScore(p.top_score)})` : fmtScore(p.score),
-      { class: "num" }));
+      { class: "num", "data-th": "score" }));
     const life = el("td");
     if (anomaly) {
       for (const t of e.types) life.append(el("span", t, { class: "chip", "data-type": t }));
@@ -189,10 +208,191 @@ function renderEvents() {
       life.append(el("span", "change", { class: "chip" }));
     }
     row.append(life);
-    row.append(el("td", p.track_id != null ? `#${p.track_id}` : "–"));
-    row.append(el("td", p.model_version != null ? `v${p.model_version}` : "–"));
+    row.append(el("td", p.track_id != null ? `#${p.track_id}` : "–", { "data-th": "track" }));
+    row.append(el("td", p.model_version != null ? `v${p.model_version}` : "–", { "data-th": "model" }));
     body.append(row);
   }
+}
+
+// -- the timeline (the service keeps its last minutes, so a reload draws the same) -------------
+
+function serverNow() { return Date.now() / 1000 + view.clockOffset; }
+
+function timelineOf(camera) {
+  let tl = view.timeline.get(camera);
+  if (!tl) {
+    tl = { labels: [], analysis: [], anomalies: new Map() };
+    view.timeline.set(camera, tl);
+  }
+  return tl;
+}
+
+// Points stay in time order; one already there (a snapshot after a reconnect) is not added twice.
+function mergePoint(points, point) {
+  let i = points.length;
+  while (i > 0 && points[i - 1].t > point.t) i -= 1;
+  for (let j = i - 1; j >= 0 && points[j].t === point.t; j -= 1) {
+    if (JSON.stringify(points[j]) === JSON.stringify(point)) return;
+  }
+  points.splice(i, 0, point);
+}
+
+function mergeSpan(spans, span) {
+  const known = spans.get(span.id);
+  if (known && known.end != null && span.end == null) return;  // an update again after its end
+  spans.set(span.id, span);
+}
+
+function onTimeline(camera, series, item) {
+  const tl = timelineOf(camera);
+  if (series === "anomalies") mergeSpan(tl.anomalies, item);
+  else if (series === "labels" || series === "analysis") mergePoint(tl[series], item);
+}
+
+// What lasts from each point to the next one (the last: to now), within the window.
+function segments(points, from, now) {
+  const out = [];
+  for (let i = 0; i < points.length; i += 1) {
+    const start = points[i].t;
+    const end = i + 1 < points.length ? points[i + 1].t : now;
+    if (end > from && end > start) out.push({ start, end, point: points[i], open: i + 1 === points.length });
+  }
+  return out;
+}
+
+// The last point before the window stays: its state lasts into it.
+function prune(points, from) {
+  let first = 0;
+  while (first + 1 < points.length && points[first + 1].t <= from) first += 1;
+  points.splice(0, first);
+}
+
+function colourOf(label) {
+  if (LABEL_COLOURS[label]) return LABEL_COLOURS[label];
+  let h = 0;
+  for (const c of String(label)) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+  return SPARE_COLOURS[h % SPARE_COLOURS.length];
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+  return node;
+}
+
+function span(start, end, open) { return `${fmtTime(start)}–${open ? "now" : fmtTime(end)}`; }
+
+const LANE = { height: 34, band: [6, 18], anomaly: [27, 5] };
+
+function drawCamera(tl, from, now, pxPerS) {
+  const w = view.windowS;
+  const x = (t) => Math.min(w, Math.max(0, t - from));
+  const node = svg("svg", { class: "tl", viewBox: `0 0 ${w} ${LANE.height}`, preserveAspectRatio: "none" });
+  // The view box is in seconds and stretched to the width, so thin marks are sized in pixels.
+  const px = (n) => n / Math.max(pxPerS, 1e-6);
+  node.append(svg("rect", { class: "tl-bg", x: 0, y: 0, width: w, height: LANE.height }));
+  prune(tl.analysis, from);
+  for (const s of segments(tl.analysis, from, now)) {
+    if (s.point.state !== "OFF") continue;
+    node.append(svg("rect", {
+      class: "off", x: x(s.start), y: 0, width: x(s.end) - x(s.start), height: LANE.height,
+      "data-tip": `analysis OFF · ${span(s.start, s.end, s.open)}`,
+    }));
+  }
+  prune(tl.labels, from);
+  for (const s of segments(tl.labels, from, now)) {
+    const p = s.point;
+    if (!p.label) continue;
+    node.append(svg("rect", {
+      class: "band", x: x(s.start), y: LANE.band[0], width: Math.max(x(s.end) - x(s.start), px(1)),
+      height: LANE.band[1], fill: colourOf(p.label), "data-label": p.label,
+      "data-tip": `${p.label} · score ${fmtScore(p.score)} · ${span(s.start, s.end, s.open)}`,
+    }));
+  }
+  for (const [id, a] of tl.anomalies) {
+    const end = a.end == null ? now : a.end;
+    if (end < from) { tl.anomalies.delete(id); continue; }
+    const tip = `${a.event_type} (${a.label}) · top ${fmtScore(a.score)} · ${span(a.start, end, a.end == null)}`;
+    const g = svg("g", { class: "anomaly", "data-tip": tip, "data-event-type": a.event_type });
+    g.append(svg("rect", { class: "anomaly-span", x: x(a.start), y: LANE.anomaly[0],
+      width: Math.max(x(end) - x(a.start), px(2)), height: LANE.anomaly[1] }));
+    if (a.start >= from) {
+      g.append(svg("rect", { class: "anomaly-start", x: x(a.start), y: 0, width: px(2), height: LANE.height }));
+    }
+    if (a.end != null) {
+      g.append(svg("rect", { class: "anomaly-end", x: x(a.end) - px(2), y: 0, width: px(2), height: LANE.height }));
+    }
+    node.append(g);
+  }
+  return node;
+}
+
+function renderAxis(from, now) {
+  const axis = $("timeline-axis");
+  axis.replaceChildren();
+  const step = 5 * 60;
+  // The window's first instant gets no tick: its text would hang off the left edge.
+  for (let t = now; t > from + step / 5; t -= step) {
+    const tick = el("span", t === now ? "now" : fmtTime(t), { class: t === now ? "tick now" : "tick" });
+    tick.style.left = `${(100 * (t - from)) / view.windowS}%`;
+    axis.append(tick);
+  }
+}
+
+function renderLegend() {
+  const legend = $("timeline-legend");
+  legend.replaceChildren();
+  const labels = view.labels.length ? view.labels : Object.keys(LABEL_COLOURS);
+  for (const label of labels) {
+    const item = el("li", label);
+    const swatch = el("span", null, { class: "swatch" });
+    swatch.style.background = colourOf(label);
+    item.prepend(swatch);
+    legend.append(item);
+  }
+  for (const [cls, text] of [["swatch off", "analysis OFF"], ["swatch anomaly", "anomaly (start, end)"]]) {
+    const item = el("li", text);
+    item.prepend(el("span", null, { class: cls }));
+    legend.append(item);
+  }
+}
+
+function renderTimeline() {
+  const box = $("timeline");
+  const now = serverNow();
+  const from = now - view.windowS;
+  const ids = timelineIds();
+  view.drawnIds = ids.join();
+  $("timeline-empty").hidden = ids.length > 0;
+  box.replaceChildren();
+  for (const id of ids) {
+    const row = el("div", null, { class: "tl-row", "data-camera": id });
+    const name = el("div", id, { class: "tl-name" });
+    const lane = el("div", null, { class: "tl-lane" });
+    row.append(name, lane);
+    box.append(row);
+    const pxPerS = (lane.clientWidth || 600) / view.windowS;
+    lane.append(drawCamera(timelineOf(id), from, now, pxPerS));
+  }
+  renderAxis(from, now);
+}
+
+let timelinePending = false;
+function scheduleTimeline() {
+  if (timelinePending) return;
+  timelinePending = true;
+  requestAnimationFrame(() => { timelinePending = false; renderTimeline(); });
+}
+
+function showTip(ev) {
+  const tip = $("tip");
+  const target = ev.target.closest ? ev.target.closest("[data-tip]") : null;
+  if (!target) { tip.hidden = true; return; }
+  tip.textContent = target.getAttribute("data-tip");
+  tip.hidden = false;
+  const left = Math.min(ev.clientX + 12, window.innerWidth - tip.offsetWidth - 4);
+  tip.style.left = `${Math.max(4, left)}px`;
+  tip.style.top = `${ev.clientY + 16}px`;
 }
 
 // -- the stream (every gateway on the broker) -------------------------------------------------
@@ -204,15 +404,25 @@ function renderBroker() {
 
 function onItem(item) {
   if (item.type === "snapshot") {
-    // Retained state is replaced (the broker's view now); events are merged, so a reconnect or a
-    // service restart keeps the feed the page already has.
+    // Retained state is replaced (the broker's view now); events and the timeline are merged, so a
+    // reconnect or a service restart keeps what the page already has.
     view.retained = new Map(Object.entries(item.retained || {}));
     for (const e of item.events || []) addEvent(e);
+    if (typeof item.now === "number") view.clockOffset = item.now - Date.now() / 1000;
+    if (typeof item.window_s === "number") view.windowS = item.window_s;
+    for (const [camera, tl] of Object.entries(item.timeline || {})) {
+      for (const series of ["labels", "analysis"]) for (const p of tl[series] || []) onTimeline(camera, series, p);
+      for (const a of tl.anomalies || []) onTimeline(camera, "anomalies", a);
+    }
     view.brokerConnected = item.broker && item.broker.connected;
     if (item.broker && item.broker.disabled) setBadge("broker-state", "broker", "disabled");
     else renderBroker();
     renderCameras();
     renderEvents();
+    scheduleTimeline();
+  } else if (item.type === "timeline") {
+    onTimeline(item.camera, item.series, item.item);
+    scheduleTimeline();
   } else if (item.type === "broker") {
     view.brokerConnected = item.connected;
     renderBroker();
@@ -242,11 +452,21 @@ function connectStream() {
 
 // -- this gateway (polled) --------------------------------------------------------------------
 
+// The figure of the graph as served (one pass); a manifest scored with flip TTA says so, and no more.
+function accuracyText(acc) {
+  const pct = (x) => `${(x * 100).toFixed(1)}%`;
+  if (acc && typeof acc.served === "number") return `${pct(acc.served)} served (val, one pass)`;
+  if (acc && typeof acc.flip_tta === "number") {
+    return `served: not in the manifest (its ${pct(acc.flip_tta)} is flip TTA, which the service does not run)`;
+  }
+  return "served: not in the manifest";
+}
+
 function renderModel(model) {
   const dl = $("model");
   dl.replaceChildren();
   if (!model) { dl.append(el("dt", "served"), el("dd", "none")); return; }
-  const acc = typeof model.val_accuracy === "number" ? `${(model.val_accuracy * 100).toFixed(1)}% (val)` : "–";
+  const acc = accuracyText(model.accuracy);
   const rows = [
     ["name", model.name], ["version", `v${model.version}${model.variant ? ` (${model.variant})` : ""}`],
     ["accuracy", acc], ["labels", model.labels.join(", ")], ["sha256", model.sha256.slice(0, 16) + "…"],
@@ -258,6 +478,12 @@ function renderLatency(latency) {
   const body = $("latency").tBodies[0];
   body.replaceChildren();
   for (const [camera, stages] of Object.entries(latency || {})) {
+    if (Object.keys(stages).length === 0) {
+      const row = el("tr", null, { "data-camera": camera, class: "idle" });
+      row.append(el("td", camera), el("td", "no frame analysed yet", { class: "muted", colspan: "4" }));
+      body.append(row);
+      continue;
+    }
     for (const [stage, q] of Object.entries(stages)) {
       const row = el("tr", null, { "data-camera": camera, "data-stage": stage });
       row.append(el("td", camera), el("td", stage),
@@ -277,6 +503,10 @@ async function poll() {
     setBadge("service-state", "service", s.ready ? "connected" : "starting");
     view.admin = s.admin;
     view.local = new Map(s.cameras.filter((c) => c.status !== "disabled").map((c) => [c.id, c]));
+    if (s.model && s.model.labels.join() !== view.labels.join()) {
+      view.labels = s.model.labels;
+      renderLegend();
+    }
     renderModel(s.model);
     renderLatency(s.latency);
     renderCameras();
@@ -292,6 +522,14 @@ document.addEventListener("DOMContentLoaded", () => {
   if (saved) $("token").value = saved;
   $("token-form").addEventListener("submit", (ev) => ev.preventDefault());
   renderBroker();
+  renderLegend();
+  renderTimeline();
+  const timeline = $("timeline");
+  timeline.addEventListener("mousemove", showTip);
+  timeline.addEventListener("mouseleave", () => { $("tip").hidden = true; });
+  // The window slides even when nothing is said; a resize changes what a pixel is.
+  setInterval(scheduleTimeline, TIMELINE_REDRAW_MS);
+  window.addEventListener("resize", scheduleTimeline);
   connectStream();
   poll();
 });
