@@ -93,6 +93,14 @@ def test_published_members_teach_as_an_ensemble_and_a_stage_starts_from_the_stor
     assert m.lineage.device == "cpu" and m.lineage.config["round0"]["epochs"] == 10
     assert "checkpoint.pt" in m.files and store.verify("ean-teacher", 2) == []
 
+    # What the members are worth as a teacher, each and together, as a round runs them.
+    bench = subprocess.run([sys.executable, "bench/bench_ensemble.py", "--data", str(tiny_data), "--store",
+                            str(store_root)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert bench.returncode == 0, bench.stderr
+    lines = bench.stdout.splitlines()
+    assert lines[1].startswith("ean-teacher:1") and lines[-1].startswith("ensemble of 2")
+    assert all(line.rstrip().endswith("%") for line in lines[1:])
+
     members = f"teacher_store=[{{store: {store_root}, name: ean-teacher, version: 1}}, " \
               f"{{store: {store_root}, name: ean-teacher, version: 2}}]"
     assert trainer_cli(["fit", "--data", str(tiny_data), "--rounds", "1", "--out", str(tmp_path / "s1"),

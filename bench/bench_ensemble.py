@@ -1,0 +1,48 @@
+"""How strong a teacher ensemble is: each published member, and their average, on val.
+
+    python bench/bench_ensemble.py --data DATA [--store model_store/lineage] [--name ean-teacher] [--versions 1 3 4]
+
+Each member runs as a round's teacher runs it (trainer/teacher.py): its ONNX graph under
+onnxruntime, flip-averaged; the ensemble averages the members' log-probabilities. A student cannot
+learn much from a teacher that is no better than itself, so this is the ceiling a T-S round aims at.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from model_store import ModelStore, StoreError
+from trainer.config import StoreTeacherConfig
+from trainer.data import DataError, load_split
+from trainer.teacher import StoreEnsemble
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--store", default="model_store/lineage")
+    parser.add_argument("--name", default="ean-teacher")
+    parser.add_argument("--versions", type=int, nargs="+", help="default: every version of --name")
+    args = parser.parse_args()
+    try:
+        val = load_split(args.data, "val")
+        versions = args.versions or ModelStore(args.store).versions(args.name)
+        ensemble = StoreEnsemble([StoreTeacherConfig(store=args.store, name=args.name, version=v) for v in versions])
+    except (DataError, StoreError) as exc:
+        sys.exit(f"error: {exc}")
+    x = torch.from_numpy(val.x[:, None]).float()
+    logps = [torch.cat([m(x[i : i + 512]) for i in range(0, len(x), 512)]).numpy() for m in ensemble.members]
+    print(f"{'teacher':<32} {'val, flip-averaged':>18}")
+    for member, logp in zip(ensemble.members, logps, strict=True):
+        stage = member.manifest.lineage.stage or ""
+        print(f"{member.ref + ' ' + stage:<32} {(logp.argmax(1) == val.y).mean():>18.2%}")
+    mean = np.mean(logps, axis=0)
+    print(f"{'ensemble of ' + str(len(logps)):<32} {(mean.argmax(1) == val.y).mean():>18.2%}")
+
+
+if __name__ == "__main__":
+    main()
