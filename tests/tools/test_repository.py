@@ -13,8 +13,7 @@ OUTSIDE = re.compile(r"\.\./shared|\bDESIGN(\.md)?\s*§|\bDESIGN\.md\b|\bSTYLE(\
 
 def test_no_file_cites_a_document_outside_the_repository() -> None:
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    texts = [f for f in files if f.endswith((".py", ".md", ".yaml", ".yml", ".js", ".html", ".css", ".toml", ".sh"))
-             or f in ("Makefile", ".ci/run", ".dockerignore")]
+    texts = [f for f in files if not f.endswith((".png", ".jpg", ".onnx", ".pt", ".npz"))]  # every text file
     found = [f"{f}:{n}: {line.strip()}" for f in texts if f != "tests/tools/test_repository.py"
              for n, line in enumerate((REPO / f).read_text(errors="replace").splitlines(), 1) if OUTSIDE.search(line)]
     assert not found, "\n".join(found)
