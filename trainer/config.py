@@ -167,9 +167,14 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Train
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise ConfigError(f"config key {where!r}: {first['msg']}") from None
+        where, msg = first_error(exc)
+        raise ConfigError(f"config key {where!r}: {msg}") from None
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """The dotted key and the message of a validation's first error: one line for the user."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]) or "<root>", first["msg"]
 
 
 def _deep_merge(base: dict, over: dict) -> dict:

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from model_store import ModelStore
-from trainer.config import ConfigError, TrainConfig, load_config
+from trainer.config import ConfigError, TrainConfig, first_error, load_config
 from trainer.data import Split, load_split
 from trainer.publish import publish_run
 from trainer.train import control, fit
@@ -76,9 +76,8 @@ def load_recipe(path: str | Path) -> Recipe:
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {str(path)!r} is not valid YAML: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise RecipeError(f"recipe {str(path)!r}, {where}: {first['msg']}") from None
+        where, msg = first_error(exc)
+        raise RecipeError(f"recipe {str(path)!r}, {where}: {msg}") from None
 
 
 def _comparable(config: dict) -> dict:
