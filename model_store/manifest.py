@@ -54,6 +54,9 @@ class Lineage(_Strict):
     )
     init_from: str | None = Field(None, description="name:version whose checkpoint its training started from")
     stage: str | None = Field(None, description="the recipe stage that trained it (python -m trainer recipe)")
+    shipped_from: str | None = Field(
+        None, description="name:version where it was trained, when shipped from there (python -m trainer ship)"
+    )
     seed: int
     code_version: str
     config: dict = Field(default_factory=dict)

@@ -42,6 +42,8 @@ from trainer.export import ExportError
 from trainer.publish import RunError, publish_run
 from trainer.recipe import RecipeError, run_recipe
 from trainer.recipe import __doc__ as recipe_doc
+from trainer.ship import __doc__ as ship_doc
+from trainer.ship import ship
 from trainer.smoke import __doc__ as smoke_doc
 from trainer.smoke import smoke
 from trainer.train import ResumeError, control, fit
@@ -107,6 +109,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ship(args: argparse.Namespace) -> int:
+    ship(args.source_store, args.ref, args.store, args.name, args.data, force_promote=args.force_promote)
+    return 0
+
+
 def cmd_smoke(args: argparse.Namespace) -> int:
     return smoke(Path(args.out))
 
@@ -169,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
                    "make a stage another one)")
     p.add_argument("--dry-run", action="store_true", help="list each stage: published, to train, or waiting")
     p.set_defaults(func=cmd_recipe)
+
+    p = sub.add_parser("ship", help="publish a version of the lineage store into the service's store, through the "
+                       "stable gate", description=ship_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ref", help="name:version (or name:alias) in --from, e.g. ean-student:3")
+    p.add_argument("--from", dest="source_store", default="model_store/lineage", help="the store it was trained into")
+    p.add_argument("--store", default="model_store/seed", help="the store the service reads")
+    p.add_argument("--name", default="ean", help="the model name the service loads (model.name in its config)")
+    p.add_argument("--data", required=True, help=data_help + " (its val split re-scores both graphs)")
+    p.add_argument("--force-promote", action="store_true", help="promote to stable even if val accuracy is lower")
+    p.set_defaults(func=cmd_ship)
 
     p = sub.add_parser("smoke", help="the whole pipeline on a toy dataset it makes itself, in about a minute",
                        description=smoke_doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -161,13 +161,20 @@ def publish_run(run: Path, train: Split, val: Split, cfg: TrainConfig, *, store:
     )
     st = ModelStore(store, create=True)
     version = st.publish(manifest, files)
-    st.set_alias(cfg.model_name, "candidate", version)
-    stable = st.aliases(cfg.model_name).get("stable")
-    stable_acc = _stable_served_accuracy(st, cfg.model_name, stable, val) if stable else None
-    if stable_acc is None or score.accuracy >= stable_acc or force_promote:
-        st.set_alias(cfg.model_name, "stable", version)
-        print(f"published {cfg.model_name} v{version} -> stable")
-    else:
-        print(f"published {cfg.model_name} v{version} -> candidate only: val {score.accuracy:.4f} < stable "
-              f"v{stable} {stable_acc:.4f} (--force-promote overrides)")
+    promote(st, cfg.model_name, version, score.accuracy, val, force=force_promote)
     return version
+
+
+def promote(st: ModelStore, name: str, version: int, accuracy: float, val: Split, *, force: bool) -> bool:
+    """The stable gate: ``version`` becomes candidate, and stable too unless the stable version's served
+    graph scores better on the same faces. Returns whether it became stable."""
+    st.set_alias(name, "candidate", version)
+    stable = st.aliases(name).get("stable")
+    stable_acc = _stable_served_accuracy(st, name, stable, val) if stable else None
+    if stable_acc is None or accuracy >= stable_acc or force:
+        st.set_alias(name, "stable", version)
+        print(f"published {name} v{version} -> stable")
+        return True
+    print(f"published {name} v{version} -> candidate only: val {accuracy:.4f} < stable "
+          f"v{stable} {stable_acc:.4f} (--force-promote overrides)")
+    return False
