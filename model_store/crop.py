@@ -10,8 +10,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-POLICY = "square_margin"
-
 
 def square_margin(image: np.ndarray, box: tuple[float, float, float, float], margin: float,
                   size: tuple[int, int]) -> np.ndarray:
@@ -34,10 +32,3 @@ def square_margin(image: np.ndarray, box: tuple[float, float, float, float], mar
     interp = cv2.INTER_AREA if crop.shape[0] > size[1] else cv2.INTER_LINEAR
     return cv2.resize(crop, size, interpolation=interp)
 
-
-def box_for_crop(side: int, margin: float) -> tuple[float, float, float, float]:
-    """The face box whose ``square_margin`` crop is a whole ``side``×``side`` image: how the trainer
-    reads an already-cropped face (FER2013's 48×48 images), so that it can crop it the service's way."""
-    inner = side / (1.0 + 2.0 * margin)
-    off = (side - inner) / 2.0
-    return (off, off, inner, inner)

@@ -9,13 +9,35 @@ loaded and run once on a batch of the manifest's input spec.
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model_store.manifest import Manifest
 from model_store.store import ModelStore
 
-_CHANNELS = {"gray": 1, "bgr": 3, "rgb": 3}
+if TYPE_CHECKING:  # onnxruntime is optional here: a store can be served without it
+    import onnxruntime as ort
+
+CHANNELS = {"gray": 1, "bgr": 3, "rgb": 3}
 _ORT_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+
+
+def graph_problems(session: ort.InferenceSession, manifest: Manifest) -> list[str]:
+    """How a loaded graph's tensors disagree with what the manifest says feeds it and comes out."""
+    spec = manifest.input
+    if len(spec.shape) != 4 or spec.height <= 0 or spec.width <= 0:
+        return [f"input shape {spec.shape} is not N×C×H×W"]
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    if list(inputs) != [spec.name]:
+        return [f"the manifest's input {spec.name!r} is not the graph's one input (graph has {sorted(inputs)})"]
+    problems = []
+    if inputs[spec.name] != _ORT_TYPES[spec.dtype]:
+        problems.append(f"graph input is {inputs[spec.name]}, manifest says {spec.dtype}")
+    outputs = [o.name for o in session.get_outputs()]
+    if manifest.output.name not in outputs:
+        problems.append(f"the manifest's output {manifest.output.name!r} is not in the graph (graph has {outputs})")
+    return problems
 
 
 def servable_problems(store: ModelStore, name: str, version: int) -> list[str]:
@@ -28,8 +50,6 @@ def servable_problems(store: ModelStore, name: str, version: int) -> list[str]:
     manifest = store.manifest(name, version)
     spec = manifest.input
     vdir = store.version_dir(name, version)
-    batch = np.zeros((1, _CHANNELS[spec.colour], spec.height, spec.width), np.uint8 if spec.dtype == "uint8"
-                     else np.float32)  # fmt: skip
     for fname in [manifest.model_file, *(v.file for v in manifest.variants.values())]:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -38,12 +58,14 @@ def servable_problems(store: ModelStore, name: str, version: int) -> list[str]:
         except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
             problems.append(f"{fname}: onnxruntime cannot load it: {str(exc).splitlines()[0][:200]}")
             continue
-        inputs = session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type != _ORT_TYPES[spec.dtype]:
-            problems.append(f"{fname}: graph input is {[i.type for i in inputs]}, manifest says one {spec.dtype}")
+        mismatch = graph_problems(session, manifest)
+        if mismatch:
+            problems += [f"{fname}: {p}" for p in mismatch]
             continue
+        batch = np.zeros((1, CHANNELS[spec.colour], spec.height, spec.width),
+                         np.uint8 if spec.dtype == "uint8" else np.float32)
         try:
-            out = session.run(None, {inputs[0].name: batch})[0]
+            out = session.run([manifest.output.name], {spec.name: batch})[0]
         except Exception as exc:
             problems.append(f"{fname}: fails on a {list(batch.shape)} batch: {str(exc).splitlines()[0][:200]}")
             continue

@@ -10,9 +10,7 @@ import numpy as np
 import onnxruntime as ort
 
 from model_store import Manifest, ModelStore
-
-_CHANNELS = {"gray": 1, "bgr": 3, "rgb": 3}
-_DTYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}
+from model_store.servable import CHANNELS, graph_problems
 
 
 class ModelLoadError(Exception):
@@ -44,7 +42,7 @@ class LoadedModel:
 
     @property
     def channels(self) -> int:
-        return _CHANNELS[self.manifest.input.colour]
+        return CHANNELS[self.manifest.input.colour]
 
     def predict(self, faces: np.ndarray) -> np.ndarray:
         """N×C×H×W uint8 faces (already cropped and resized) -> N×classes probabilities."""
@@ -102,24 +100,14 @@ def load_version(
     entry = manifest.files.get(model_file)
     if entry is None:
         raise ModelLoadError(f"{name} v{version}: {model_file} is not listed in the manifest")
-    spec = manifest.input
-    if len(spec.shape) != 4 or spec.height <= 0 or spec.width <= 0:
-        raise ModelLoadError(f"{name} v{version}: input shape {spec.shape} is not N×C×H×W")
     path: Path = store.version_dir(name, version) / model_file
     try:
         session = ort.InferenceSession(str(path), _session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad graph
         raise ModelLoadError(f"{name} v{version}: onnxruntime cannot load {model_file}: {exc}") from None
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = [o.name for o in session.get_outputs()]
-    if spec.name not in inputs or len(inputs) != 1:
-        raise ModelLoadError(f"{name} v{version}: the manifest's input {spec.name!r} is not the graph's one input "
-                             f"(graph has {sorted(inputs)})")
-    if manifest.output.name not in outputs:
-        raise ModelLoadError(f"{name} v{version}: the manifest's output {manifest.output.name!r} is not in the graph "
-                             f"(graph has {outputs})")
-    if inputs[spec.name].type != _DTYPES[spec.dtype]:
-        raise ModelLoadError(f"{name} v{version}: graph input is {inputs[spec.name].type}, manifest says {spec.dtype}")
+    problems = graph_problems(session, manifest)
+    if problems:
+        raise ModelLoadError(f"{name} v{version}: {problems[0]}")
     model = LoadedModel(
         name=name,
         version=version,
@@ -128,7 +116,7 @@ def load_version(
         variant=variant,
         sha256=entry.sha256,
         session=session,
-        input_name=spec.name,
+        input_name=manifest.input.name,
         output_name=manifest.output.name,
         max_batch=max_batch,
         loaded_at=time.time(),

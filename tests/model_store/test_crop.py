@@ -20,6 +20,13 @@ def _face() -> np.ndarray:
     return cv2.GaussianBlur(rng.integers(0, 255, (48, 48), dtype=np.uint8), (5, 5), 0)
 
 
+def _box_whose_crop_is_all_of(side: int, margin: float) -> tuple[float, float, float, float]:
+    """The face box whose ``square_margin`` crop is the whole ``side``×``side`` image."""
+    inner = side / (1.0 + 2.0 * margin)
+    off = (side - inner) / 2.0
+    return (off, off, inner, inner)
+
+
 @pytest.mark.parametrize("margin", [0.0, 0.2, 0.35])
 def test_the_service_crop_of_a_framed_face_is_the_training_image(margin: float) -> None:
     """A training face placed in a camera frame at 3x, cut around its box the service's way, comes
@@ -28,7 +35,7 @@ def test_the_service_crop_of_a_framed_face_is_the_training_image(margin: float) 
     big = cv2.resize(face, (144, 144), interpolation=cv2.INTER_LINEAR)
     frame = np.full((480, 640), 90, np.uint8)
     frame[200:344, 300:444] = big
-    x, y, w, h = crop.box_for_crop(144, margin)
+    x, y, w, h = _box_whose_crop_is_all_of(144, margin)
     got = crop.square_margin(frame, (300 + x, 200 + y, w, h), margin, (48, 48))
     assert np.abs(got.astype(int) - face.astype(int)).mean() < 4.0
     # A policy that squares differently (a margin other than the manifest's) does not round-trip.
