@@ -13,6 +13,12 @@ from service.config.zones import ZONE_NAME_PATTERN, Polygon, ZoneConfig
 
 CAMERA_ID_PATTERN = r"^[a-zA-Z0-9_-]+$"
 DEMO_SOURCE = "demo"
+_STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
+
+
+def is_stream(source: int | str) -> bool:
+    """A network stream (read by FFmpeg through PyAV), not a file or a device."""
+    return isinstance(source, str) and source.lower().startswith(_STREAM_SCHEMES)
 
 
 def redact(source: int | str) -> str:
@@ -43,6 +49,33 @@ class DetectSize(Strict):
     )
 
 
+class DecodeConfig(Strict):
+    """How a camera's frames are decoded. Network streams are decoded by FFmpeg (through PyAV), files
+    and devices by OpenCV; docs/capture.md has the measurements behind the defaults."""
+
+    threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="decoder threads for this camera (and for its colour conversion): one is enough for 640×480 "
+        "at 15 fps; more for 1080p and up, where frame threads add a frame of latency each",
+    )
+    hwaccel: Literal["vaapi", "nvdec"] | None = Field(
+        None,
+        description="network streams: decode on a VAAPI (Intel, AMD) or NVDEC (NVIDIA) device; where it is "
+        "unavailable the camera logs why and decodes in software",
+    )
+    hwaccel_device: str | None = Field(
+        None, max_length=256, description="a VAAPI render node such as /dev/dri/renderD128, or an NVIDIA GPU index"
+    )
+
+    @model_validator(mode="after")
+    def _device_fits(self) -> DecodeConfig:
+        if self.hwaccel == "nvdec" and self.hwaccel_device is not None and not self.hwaccel_device.isdigit():
+            raise ValueError("hwaccel_device: NVDEC takes a GPU index, such as 0")
+        return self
+
+
 class CameraConfig(Strict):
     id: str = Field(
         pattern=CAMERA_ID_PATTERN,
@@ -68,6 +101,7 @@ class CameraConfig(Strict):
     timeout_s: float = Field(
         5.0, gt=0, le=120, description="a live source that answers no open or read for this long is lost"
     )
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig, description="merged over the top-level rules")
     masks: list[Polygon] = Field(
         default_factory=list,
@@ -92,6 +126,13 @@ class CameraConfig(Strict):
     def _source_without_credentials(self, value: int | str) -> int | str:
         # JSON is what leaves the process (`check` prints it); the runtime reads the field itself.
         return value if isinstance(value, int) else redact(value)
+
+    @model_validator(mode="after")
+    def _hwaccel_on_a_stream(self) -> CameraConfig:
+        if self.decode.hwaccel is not None and not is_stream(self.source):
+            raise ValueError("decode.hwaccel: hardware decode is for network streams (rtsp://, http(s)://, …); "
+                             "files and devices are decoded by OpenCV")  # fmt: skip
+        return self
 
     @model_validator(mode="after")
     def _zones_known(self) -> CameraConfig:

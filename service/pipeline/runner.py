@@ -99,6 +99,7 @@ class CameraPipeline:
                 "fallback_fps": self.cam.fps,
                 "timeout_s": self.cam.timeout_s,
                 "transport": self.cam.transport,
+                "decode": self.cam.decode,
                 "on_replaced": self._on_replaced,
             },
             daemon=True,

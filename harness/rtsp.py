@@ -1,9 +1,12 @@
-"""A real RTSP camera for the tests: GStreamer's RTSP server (tests/service/rtsp_server.py) run by
-Debian's /usr/bin/python3, on a free port, stopped by pid.
+"""Real RTSP cameras for tests and benchmarks: GStreamer's RTSP server (harness/rtsp_server.py) run by
+Debian's /usr/bin/python3, on a free port, stopped by pid, serving H.264 encoded once beforehand.
+
+    mkv = encode_h264(clip, tmp / "face.mkv")                  # once: the only encoding there is
+    server = RtspServer(tmp, {"cam": (mkv, "any")}).start()    # then only demux and packetise
+    server.url("cam")                                          # rtsp://127.0.0.1:PORT/cam
 
 The server's packages are Debian's (.ci/run installs them). Where they are missing the RTSP tests
-skip, unless FEREDGE_REQUIRE_RTSP=1 (set by .ci/run), where they fail instead. Standard library only,
-so that bench/bench_streams.py can serve its cameras with it too.
+skip, unless FEREDGE_REQUIRE_RTSP=1 (set by .ci/run), where they fail instead.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from pathlib import Path
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
 REQUIRE_ENV = "FEREDGE_REQUIRE_RTSP"
+# h264parse is in plugins-bad; x264enc (the one-off encode) in plugins-ugly; the MJPEG clips decode
+# with plugins-good.
 PACKAGES = (
     "gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
-    "gstreamer1.0-plugins-ugly gstreamer1.0-libav"
+    "gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav"
 )
+ELEMENTS = ("x264enc", "h264parse", "matroskamux", "matroskademux", "rtph264pay", "avidemux", "jpegdec")
 _CHECK = (
     "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst, GstRtspServer; "
-    "Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in ('x264enc', 'rtph264pay', 'avidemux', 'jpegdec'))"
+    f"Gst.init(None); assert all(Gst.ElementFactory.find(e) for e in {ELEMENTS!r})"
 )
 
 
@@ -50,19 +56,31 @@ def require_rtsp_server() -> None:
     pytest.skip(why)
 
 
-def _free_port() -> int:
+def encode_h264(clip: Path, out: Path, fps: int = 15, width: int = 640, height: int = 480) -> Path:
+    """``clip`` (anything GStreamer decodes) as H.264 in Matroska at ``out``: the file a mount serves.
+
+    A served mount ends with its file, so the clip must outlast whatever streams it."""
+    command = [SYSTEM_PYTHON, str(SERVER), "encode", "--clip", str(clip), "--out", str(out), "--fps", str(fps),
+               "--width", str(width), "--height", str(height)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        raise RuntimeError(f"encoding {clip} failed: {done.stderr[-2000:]}")
+    return out
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
 class RtspServer:
-    """``mounts``: name -> (clip, protocols), protocols one of any, tcp, udp."""
+    """``mounts``: name -> (file from `encode_h264`, protocols), protocols one of any, tcp, udp."""
 
     def __init__(
         self, workdir: Path, mounts: dict[str, tuple[Path, str]], port: int | None = None, auth: str | None = None
     ) -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.mounts = mounts
         self.auth = auth
         self.log = workdir / f"rtsp-{self.port}.log"
@@ -72,9 +90,9 @@ class RtspServer:
         return f"rtsp://{credentials + '@' if credentials else ''}127.0.0.1:{self.port}/{mount}"
 
     def start(self) -> RtspServer:
-        command = [SYSTEM_PYTHON, str(SERVER), "--port", str(self.port)]
-        for name, (clip, protocols) in self.mounts.items():
-            command += ["--mount", f"{name}={clip}:{protocols}"]
+        command = [SYSTEM_PYTHON, str(SERVER), "serve", "--port", str(self.port)]
+        for name, (path, protocols) in self.mounts.items():
+            command += ["--mount", f"{name}={path}:{protocols}"]
         if self.auth:
             command += ["--auth", self.auth]
         with self.log.open("a") as log:
@@ -87,7 +105,7 @@ class RtspServer:
         return self
 
     def cpu_seconds(self) -> float:
-        """User plus system CPU time the server has used (it encodes H.264 on the same cores)."""
+        """User plus system CPU time the server has used (it shares the cores with the service)."""
         assert self.process is not None
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
