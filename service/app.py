@@ -12,7 +12,8 @@ from fastapi.staticfiles import StaticFiles
 
 from model_store import StoreError
 from service import __version__
-from service.api import cameras, health, infer, models
+from service.api import cameras, health, infer, login, models
+from service.api.auth import Auth, AuthMiddleware
 from service.api.errors import install_error_handlers
 from service.api.limits import BodyLimitMiddleware, ByteBudget, RequestGuardMiddleware
 from service.config import Settings
@@ -28,11 +29,15 @@ START_ERRORS = (ModelLoadError, StoreError, DetectorError, OSError)
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     runtime = runtime or Runtime(settings)
+    auth = Auth(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.infer_limiter = anyio.CapacityLimiter(settings.api.max_concurrency)
+        auth.verify_limiter = anyio.CapacityLimiter(1)
         try:
+            # The password first: it is printed before the port opens, and a bad file stops the start.
+            await anyio.to_thread.run_sync(auth.start)
             await anyio.to_thread.run_sync(runtime.start)
         except START_ERRORS as exc:
             logger.error("cannot start: %s", exc)
@@ -46,6 +51,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.runtime = runtime
+    app.state.auth = auth
     app.state.start_error = None
     # Whoever runs the server sets this to its exit flag, so that open event streams end on shutdown.
     app.state.exiting = lambda: False
@@ -57,6 +63,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         timeout_s=api.body_timeout_s,
         budget=ByteBudget(api.max_body_bytes_in_flight),
     )
+    # Outside the body limits: a request without credentials is refused before its body is read.
+    app.add_middleware(AuthMiddleware, auth=auth)
     # Added last, so it is the outermost of ours: it sees every status, and every exception.
     app.add_middleware(RequestGuardMiddleware, metrics=runtime.metrics)
     app.include_router(health.router)
@@ -64,5 +72,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(cameras.router)
     app.include_router(dashboard.router)
+    app.include_router(login.router)
     app.mount("/dashboard/static", StaticFiles(directory=dashboard.STATIC), name="dashboard-static")
     return app

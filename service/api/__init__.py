@@ -1,1 +1,1 @@
-"""The HTTP layer: one small router per resource, typed errors, body limits."""
+"""The HTTP layer: one small router per resource, the credentials gate and the login, typed errors, body limits."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class _Out(BaseModel):
@@ -58,3 +58,25 @@ class AnalysisRequest(_Out):
     """PUT /cameras/{id}/analysis, with the values of the MQTT switch."""
 
     state: Literal["ON", "OFF"]
+
+
+class LoginRequest(_Out):
+    """POST /login as JSON; the page's form sends the same two fields."""
+
+    password: SecretStr = Field(max_length=1024)
+    next: str = Field("/", max_length=2048, description="where a form login goes next (a path on this service)")
+
+
+class LoginResponse(_Out):
+    csrf_token: str = Field(description="send it as X-CSRF-Token with every change made with this session")
+    expires_at: float
+
+
+class SessionInfo(_Out):
+    """GET /session: what this request authenticated with, and what the page needs to make changes."""
+
+    credentials: Literal["token", "session"] | None
+    csrf_token: str | None
+    expires_at: float | None
+    login_required: bool = Field(description="false on loopback, where credentials are checked but not required")
+    login_enabled: bool = Field(description="whether a password is set, so that /login can succeed")

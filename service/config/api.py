@@ -1,16 +1,49 @@
-"""The HTTP section. The admin token is best given as FER_API__TOKEN."""
+"""The HTTP section. Secrets (the token, the page's password) are best given as FER_API__TOKEN and
+FER_API__PASSWORD. What is protected when is docs/security.md's "HTTP: page and API"."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+
+from pydantic import Field, SecretStr, field_validator
 
 from service.config._base import Strict
 
 
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost. Any other name or address, 0.0.0.0 and :: included, may be
+    reached from another machine, so it counts as not loopback."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class ApiConfig(Strict):
-    host: str = "127.0.0.1"
+    host: str = Field(
+        "127.0.0.1", description="listen address; on anything but loopback every route but /healthz needs credentials"
+    )
     port: int = Field(8000, ge=0, le=65535)
-    token: SecretStr | None = Field(None, description="admin bearer token; admin routes refuse everyone when unset")
+    token: SecretStr | None = Field(
+        None,
+        description="bearer token for machines: every route, the admin ones included; "
+        "unset, admin routes refuse every machine and, off loopback, only the page's login gets in",
+    )
+    password: SecretStr | None = Field(
+        None,
+        description="the page's login password; unset, one is generated at the first start off loopback, printed "
+        "once, and only its scrypt hash is kept in <state_dir>/http-password.json",
+    )
+    metrics_open: bool = Field(False, description="serve /metrics without credentials off loopback (for Prometheus)")
+    session_ttl_s: float = Field(
+        86_400.0, ge=60, le=30 * 86_400, description="a page login lasts this long after it was last renewed"
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="failed logins or bearer tokens per client address within login_window_s"
+    )
+    login_window_s: float = Field(300.0, gt=0, le=86_400, description="past login_max_failures, a 429 until then")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="checked before anything is decoded")
     max_image_pixels: int = Field(40_000_000, ge=1, description="width x height read from the header")
     max_image_side: int = Field(16_384, ge=16)
@@ -26,3 +59,15 @@ class ApiConfig(Strict):
     body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this (408 after)")
     keepalive_timeout_s: float = Field(5.0, gt=0, description="an idle keep-alive connection is closed after this")
     max_connections: int = Field(512, ge=1, description="open connections; past this a new one gets a 503")
+
+    @field_validator("password")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # NIST SP 800-63B's minimum; an empty FER_API__PASSWORD= would otherwise be a password.
+        if value is not None and len(value.get_secret_value()) < 8:
+            raise ValueError("the page's password needs at least 8 characters")
+        return value
+
+    @property
+    def credentials_required(self) -> bool:
+        return not is_loopback(self.host)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, StreamingResponse
 
 from service import __version__
+from service.api.auth import auth_of, principal_of
 from service.api.deps import RuntimeDep
 from service.api.health import cameras
 from service.api.models import accuracy
@@ -37,7 +38,7 @@ def index() -> FileResponse:
 
 
 @router.get("/dashboard/state")
-def state(runtime: RuntimeDep) -> dict[str, Any]:
+def state(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
     model = runtime.models.current
     served = None
     if model is not None:
@@ -57,7 +58,8 @@ def state(runtime: RuntimeDep) -> dict[str, Any]:
         "service_version": __version__,
         "ready": runtime.ready,
         "mqtt": {"state": broker, "prefix": runtime.settings.mqtt.prefix},
-        "admin": runtime.settings.api.token is not None,
+        # Whether the switch can work from this page: with the page's session, or with a token typed in.
+        "admin": runtime.settings.api.token is not None or principal_of(request).session is not None,
         "model": served,
         "cameras": cameras(runtime)["cameras"],
         "latency": runtime.latency.summary(),
@@ -78,14 +80,14 @@ async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
             yield _sse({"type": "snapshot", "broker": {"connected": False, "disabled": True}, "retained": {},
                         "events": [], "now": time.time(), "window_s": WINDOW_S, "timeline": {}})  # fmt: skip
             # Nothing will ever come; the page polls /dashboard/state for this gateway's cameras.
-            while not _exiting(request):
+            while _goes_on(request):
                 await asyncio.sleep(1.0)
             return
         snapshot, queue = relay.listen()
         try:
             yield _sse(snapshot)
             idle = 0.0
-            while not _exiting(request):
+            while _goes_on(request):
                 try:
                     item = await asyncio.wait_for(queue.get(), timeout=1.0)
                 except TimeoutError:
@@ -105,7 +107,12 @@ async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 
-def _exiting(request: Request) -> bool:
-    """uvicorn waits for open responses before it shuts down: a stream must end by itself then."""
+def _goes_on(request: Request) -> bool:
+    """uvicorn waits for open responses before it shuts down: a stream must end by itself then. It
+    also ends with the page's session it was opened with (a logout, or its expiry)."""
     exiting = getattr(request.app.state, "exiting", None)
-    return bool(exiting and exiting())
+    if exiting and exiting():
+        return False
+    session = principal_of(request).session
+    sessions = auth_of(request).sessions
+    return session is None or (sessions is not None and sessions.is_live(session))

@@ -25,6 +25,7 @@ const view = {
   labels: [],            // the served model's, for the legend
   drawnIds: "",          // the cameras the timeline has rows for
   admin: false,
+  csrf: null,            // the CSRF token of the page's session (a login off loopback), else null
   streamOpen: false,
   brokerConnected: null,
 };
@@ -90,7 +91,8 @@ function timelineIds() {
 
 function switchButton(id, state) {
   const button = el("button", state, { class: "switch", "data-state": state, type: "button" });
-  button.title = view.admin ? `switch analysis ${state === "ON" ? "off" : "on"} (admin token)` :
+  const how = view.csrf ? "" : " (admin token)";
+  button.title = view.admin ? `switch analysis ${state === "ON" ? "off" : "on"}${how}` :
     "set api.token (FER_API__TOKEN) to switch analysis from here";
   button.disabled = !view.admin;
   button.addEventListener("click", () => toggle(id, state === "ON" ? "OFF" : "ON", button));
@@ -138,18 +140,21 @@ function renderCameras() {
 }
 
 async function toggle(id, state, button) {
-  const token = $("token").value.trim() || sessionStorage.getItem("fer-token") || "";
-  if (!token) { say("Enter the admin token (FER_API__TOKEN) to switch a camera."); $("token").focus(); return; }
+  // Logged in, the session cookie goes by itself and the CSRF token with it; else the admin token.
+  const headers = { "Content-Type": "application/json" };
+  const token = view.csrf ? "" : $("token").value.trim() || sessionStorage.getItem("fer-token") || "";
+  if (view.csrf) headers["X-CSRF-Token"] = view.csrf;
+  else if (token) headers.Authorization = `Bearer ${token}`;
+  else { say("Enter the admin token (FER_API__TOKEN) to switch a camera."); $("token").focus(); return; }
   button.disabled = true;
   try {
     const r = await fetch(`/cameras/${encodeURIComponent(id)}/analysis`, {
-      method: "PUT",
-      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ state }),
+      method: "PUT", headers, body: JSON.stringify({ state }),
     });
+    if (r.status === 401 && view.csrf) { toLogin(); return; }
     const body = await r.json();
     if (!r.ok) { say(`${id}: ${body.error ? body.error.message : r.status}`); return; }
-    sessionStorage.setItem("fer-token", token);
+    if (token) sessionStorage.setItem("fer-token", token);
     say("");
     const local = view.local.get(id);
     if (local) local.analysis = body.state;
@@ -450,6 +455,38 @@ function connectStream() {
   };
 }
 
+// -- the login (required off loopback) ---------------------------------------------------------
+
+function toLogin() {
+  location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+}
+
+// Logged in, the page needs the session's CSRF token for its changes, and offers a log-out.
+// False when the page is on its way to the login.
+async function loadSession() {
+  try {
+    const r = await fetch("/session", { cache: "no-store" });
+    if (r.status === 401) { toLogin(); return false; }
+    if (r.ok) {
+      const s = await r.json();
+      view.csrf = s.credentials === "session" ? s.csrf_token : null;
+    }
+  } catch (err) {
+    // The poll says when the service does not answer.
+  }
+  $("token-form").hidden = view.csrf !== null;
+  $("logout").hidden = view.csrf === null;
+  return true;
+}
+
+async function logout() {
+  try {
+    await fetch("/logout", { method: "POST", headers: { "X-CSRF-Token": view.csrf || "" } });
+  } finally {
+    location.assign("/login");
+  }
+}
+
 // -- this gateway (polled) --------------------------------------------------------------------
 
 // The figure of the graph as served (one pass); a manifest scored with flip TTA says so, and no more.
@@ -498,6 +535,7 @@ function renderLatency(latency) {
 async function poll() {
   try {
     const r = await fetch("/dashboard/state", { cache: "no-store" });
+    if (r.status === 401) { toLogin(); return; }  // the session ended
     if (!r.ok) throw new Error(`HTTP ${r.status}`);
     const s = await r.json();
     setBadge("service-state", "service", s.ready ? "connected" : "starting");
@@ -517,10 +555,12 @@ async function poll() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   const saved = sessionStorage.getItem("fer-token");
   if (saved) $("token").value = saved;
   $("token-form").addEventListener("submit", (ev) => ev.preventDefault());
+  $("logout").addEventListener("click", logout);
+  if (!(await loadSession())) return;
   renderBroker();
   renderLegend();
   renderTimeline();
