@@ -3,7 +3,7 @@
 Each simulated gateway is a process running the service's own MqttPublisher (gateway_id, SQLite
 outbox, QoS 1, the same ExpressionChange payloads the pipeline publishes), offering `--rate`
 events/s spread over its cameras (0: as fast as its outbox drains). One dashboard subscribes to
-`fer/+/events` on the broker, as the README's "Several gateways" has it, and measures what arrives. Latency is the
+`fer/+/events` on the broker, as docs/fleet.md has it, and measures what arrives. Latency is the
 event's `timestamp` (set as the gateway hands it to the publisher) to its arrival at the dashboard:
 outbox write, delivery thread, broker and subscriber together, on one machine's clock.
 

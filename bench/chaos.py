@@ -3,14 +3,15 @@ would, against real processes on this machine, and print what held.
 
     .venv/bin/python bench/chaos.py fuzz   --requests 10000     # malformed /infer traffic; 5xx, resets, peak RSS
     .venv/bin/python bench/chaos.py broker --kills 20 --qos 1 2 # broker SIGKILLs under 4 cameras' events
-    .venv/bin/python bench/chaos.py crash  --kills 5            # service kill -9, broker down and mid-delivery
+    .venv/bin/python bench/chaos.py crash  --crashes 5          # service kill -9, broker down and mid-delivery
     .venv/bin/python bench/chaos.py swaps  --cycles 100         # promote/rollback under load, corrupt versions
     .venv/bin/python bench/chaos.py all                         # the four, with the defaults above
 
 Events are counted where they are produced, in the outbox itself (SQLite's AUTOINCREMENT sequence
 counts every row ever inserted, including the ones an overflow dropped), against what a persistent
-QoS 1 subscriber received. Each scenario prints one summary line and exits 1 when what the README
-promises did not hold.
+QoS 1 subscriber received. Each scenario prints one summary line and exits 1 when what docs/mqtt.md
+and docs/http-api.md promise did not hold; docs/performance.md ("Reliability: the chaos bench") has
+what it measured.
 """
 
 from __future__ import annotations

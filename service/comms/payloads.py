@@ -1,5 +1,5 @@
-"""Every MQTT payload, versioned (README, "MQTT"). Nothing here can carry pixels, crops or embeddings:
-the fields are labels, scores, times and ids, and extra fields are refused."""
+"""Every MQTT payload, versioned (docs/mqtt.md, "Topics" and "Events"). Nothing here can carry pixels,
+crops or embeddings: the fields are labels, scores, times and ids, and extra fields are refused."""
 
 from __future__ import annotations
 

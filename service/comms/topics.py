@@ -1,4 +1,4 @@
-"""The one module that knows topic strings (README, "MQTT"); nothing else builds them.
+"""The one module that knows topic strings (docs/mqtt.md, "Topics"); nothing else builds them.
 
 In a fleet (``gateway`` set) every gateway shares the prefix, so that a dashboard on
 ``<prefix>/+/events`` sees every camera; what belongs to one gateway lives under

@@ -1,5 +1,6 @@
-"""What a new user meets first: the README's HTTP and switch commands as written, its MQTT samples
-against what the service sends, a busy port, the trainer without its extra, and one python."""
+"""What a new user meets first: the HTTP and switch commands of the README and of docs/ as written,
+their MQTT samples against what the service sends, a busy port, the trainer without its extra, and
+one python in every command."""
 
 from __future__ import annotations
 
@@ -27,20 +28,32 @@ from service.runtime import Runtime
 from tests.service.support import Mosquitto, Subscriber, face_crop, live_server, one_face_frame
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+README = "README.md"
+# The pages the reference lives on, each cited where a test reads it.
+MQTT_PAGE = "docs/mqtt.md"
+HTTP_PAGE = "docs/http-api.md"
 
 
-def section(heading: str) -> str:
-    """A README section's text, up to the next heading of any level."""
-    text = README.split(f"\n{heading}\n", 1)[1]
-    return re.split(r"\n#{2,3} ", text, maxsplit=1)[0]
+def section(doc: str, heading: str) -> str:
+    """A section of a document of the repository (README.md or a page under docs/), up to the next
+    heading of level 2 or 3."""
+    parts = (ROOT / doc).read_text().split(f"\n{heading}\n", 1)
+    assert len(parts) == 2, f"{doc} has no heading {heading!r}"
+    return re.split(r"\n#{2,3} ", parts[1], maxsplit=1)[0]
 
 
-def sh_blocks(heading: str) -> list[list[str]]:
-    """The ```sh blocks of a README section, each as its command lines."""
-    blocks = re.findall(r"```sh\n(.*?)```", section(heading), flags=re.S)
-    assert blocks, heading
+def sh_blocks(doc: str, heading: str) -> list[list[str]]:
+    """The ```sh blocks of a section, each as its command lines."""
+    blocks = re.findall(r"```sh\n(.*?)```", section(doc, heading), flags=re.S)
+    assert blocks, (doc, heading)
     return [[line for line in b.splitlines() if line.strip() and not line.startswith("#")] for b in blocks]
+
+
+def json_sample(doc: str, heading: str) -> Any:
+    """The ```json block of a section."""
+    found = re.search(r"```json\n(.*?)```", section(doc, heading), flags=re.S)
+    assert found, (doc, heading)
+    return json.loads(found.group(1))
 
 
 def commands(lines: list[str]) -> list[str]:
@@ -91,19 +104,23 @@ def test_the_shipped_face_is_the_demo_s_own() -> None:
 
 
 @pytest.mark.skipif(not shutil.which("curl") or not shutil.which("base64"), reason="needs curl and base64")
-def test_readme_http_examples_work_as_written(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
-    """The README's commands, run from the repository as it says, against a live server; then the
-    same /infer commands on a photo too big for a command line."""
-    lines = sh_blocks("## HTTP API")[0]
-    assert "docs/face.jpg" in lines[0], "the first example uses the face the repository ships"
+def test_http_examples_work_as_written(tmp_path: Path, make_settings: Callable[..., Settings]) -> None:
+    """The README's /infer command and every command of the HTTP page's examples, run from the
+    repository as they say, against a live server; then the same /infer commands on a photo too big
+    for a command line."""
+    (glance,) = sh_blocks(README, "### HTTP API")
+    lines = sh_blocks(HTTP_PAGE, "## Examples")[0]
+    for block in (glance, lines):
+        assert "docs/face.jpg" in block[0], "the first example uses the face the repository ships"
+    assert len(glance) == 1 and "/infer" in glance[0], glance
     token = started_with_token(lines)
     assert big_face_jpeg(tmp_path / "big.jpg") > 200_000
-    sample = json.loads(re.search(r"```json\n(.*?)```", section("## HTTP API"), flags=re.S).group(1))
+    samples = [json_sample(README, "### HTTP API"), json_sample(HTTP_PAGE, "## Examples")]
     with live_server(create_app(make_settings(api={"token": token}))) as base:
         host = base.removeprefix("http://")
         answers = []
         for image in ("docs/face.jpg", str(tmp_path / "big.jpg")):
-            for line in lines:
+            for line in glance + lines:
                 if "make run" in line:
                     continue
                 command = line.replace("localhost:8000", host).replace("docs/face.jpg", image)
@@ -115,19 +132,21 @@ def test_readme_http_examples_work_as_written(tmp_path: Path, make_settings: Cal
                 if "/infer" in line:
                     assert len(body["faces"]) == 1, (line, body)
                     answers.append(body)
-        assert len(answers) == 6
-    # The sample answer is what docs/face.jpg gets from the served model today.
+        assert len(answers) == 8
+    # The sample answers are what docs/face.jpg gets from the served model today.
     real = answers[0]
-    assert shape(sample) == shape(real)
-    assert sample["model"] == real["model"] and sample["model_version"] == real["model_version"]
-    assert sample["faces"][0]["label"] == real["faces"][0]["label"]
+    for sample in samples:
+        assert shape(sample) == shape(real)
+        assert sample["model"] == real["model"] and sample["model_version"] == real["model_version"]
+        assert sample["faces"][0]["label"] == real["faces"][0]["label"]
 
 
 @pytest.mark.skipif(not shutil.which("mosquitto_pub") or not shutil.which("curl"), reason="needs mosquitto_pub, curl")
-def test_readme_switch_commands_work_as_written(tmp_path: Path, broker: Mosquitto,
-                                                make_settings: Callable[..., Settings]) -> None:
-    """MQTT first, since `make run` sets no token; then the PUT, with the token the README starts the service with."""
-    mqtt_lines, http_lines = (commands(b) for b in sh_blocks("### The privacy switch"))
+def test_switch_commands_work_as_written(tmp_path: Path, broker: Mosquitto,
+                                         make_settings: Callable[..., Settings]) -> None:
+    """The MQTT page's switch commands: MQTT first, since `make run` sets no token; then the PUT, with
+    the token the page starts the service with."""
+    mqtt_lines, http_lines = (commands(b) for b in sh_blocks(MQTT_PAGE, "## The privacy switch"))
     assert [line.split(" -m ")[1].split()[0] for line in mqtt_lines] == ["OFF", "ON"]
     token = started_with_token(http_lines)
     (put,) = [line for line in http_lines if "curl" in line]
@@ -153,13 +172,22 @@ def test_readme_switch_commands_work_as_written(tmp_path: Path, broker: Mosquitt
         sub.close()
 
 
-def readme_mqtt_samples() -> list[tuple[str, dict[str, Any]]]:
-    """(topic kind, payload) of every JSON sample in the MQTT section: the table's, the events' and the session's."""
-    text = section("## MQTT")
+def inline_samples(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(topic kind, payload) of every JSON payload written inline, as `{"schema_version"…}`."""
     samples: list[tuple[str, dict[str, Any]]] = []
     for inline in re.findall(r"`(\{\"schema_version\".*?\})`", text):
         payload = json.loads(inline.replace(":…", ":0"))
         samples.append((mqtt_kind(None, payload), payload))
+    return samples
+
+
+def mqtt_samples() -> list[tuple[str, dict[str, Any]]]:
+    """(topic kind, payload) of every JSON sample of the MQTT page (the table's, the events' and the
+    session's) and of the README's MQTT glance."""
+    text = (ROOT / MQTT_PAGE).read_text()
+    glance = inline_samples(section(README, "### MQTT"))
+    assert glance, "the README shows one payload at a glance"
+    samples = inline_samples(text) + glance
     session = re.search(r"```\n\$ mosquitto_sub .*?\n(.*?)```", text, flags=re.S)
     assert session
     for line in session.group(1).splitlines():
@@ -180,8 +208,8 @@ def mqtt_kind(topic: str | None, payload: dict[str, Any]) -> str:
     return "expression" if "faces" in payload else "status" if "reason" in payload else "analysis"
 
 
-def test_readme_mqtt_samples_match_what_the_service_sends(tmp_path: Path, broker: Mosquitto,
-                                                         make_settings: Callable[..., Settings]) -> None:
+def test_mqtt_samples_match_what_the_service_sends(tmp_path: Path, broker: Mosquitto,
+                                                   make_settings: Callable[..., Settings]) -> None:
     """Every sample has the fields, in the order, of a real payload of its kind, and the served model version."""
     clip = write_clip(tmp_path / "face.avi", face_crop(), [Segment(3.0, x=0.5, size=220)], fps=10)
     settings = make_settings(
@@ -210,7 +238,7 @@ def test_readme_mqtt_samples_match_what_the_service_sends(tmp_path: Path, broker
     for m in sub.snapshot():
         if m.payload.startswith(b"{"):
             real.setdefault(mqtt_kind(m.topic, m.json()), m.json())
-    samples = readme_mqtt_samples()
+    samples = mqtt_samples()
     assert {kind for kind, _ in samples} == set(real) == {"available", "status", "expression", "analysis",
                                                           "expression-event", "anomaly-event"}  # fmt: skip
     for kind, sample in samples:
@@ -256,7 +284,14 @@ def test_trainer_without_its_extra_says_which_to_install() -> None:
     assert "download.pytorch.org/whl/cpu" in result.stderr
 
 
-def test_readme_uses_one_python_that_works_as_written() -> None:
-    commands = re.findall(r"^(?:\$ )?([^\s`]*python3?) -m (?!venv)", README, flags=re.M)
-    commands += re.findall(r"`([^\s`]*python3?) -m (?!venv)", README)
-    assert commands and set(commands) == {".venv/bin/python"}, set(commands)
+def test_docs_use_one_python_that_works_as_written() -> None:
+    """Every `python -m` of README.md and of the pages under docs/ is the one `make` created."""
+    found: dict[str, set[str]] = {}
+    for path in [ROOT / README, *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        commands = re.findall(r"^(?:\$ )?([^\s`]*python3?) -m (?!venv)", text, flags=re.M)
+        commands += re.findall(r"`([^\s`]*python3?) -m (?!venv)", text)
+        found[path.relative_to(ROOT).as_posix()] = set(commands)
+    assert found[README] == {".venv/bin/python"}, found[README]
+    other = {doc: sorted(c - {".venv/bin/python"}) for doc, c in found.items() if c - {".venv/bin/python"}}
+    assert not other, other
