@@ -37,7 +37,7 @@ def redact(source: int | str) -> str:
 class DetectSize(Strict):
     """Frames are scaled to fit width×height for detection. The defaults (YuNet at 640×480 on every
     3rd frame) cost about as much as every frame at 320×240 and find far more small faces
-    (README, "Face detection"); the frames between reuse the boxes, which keeps the events."""
+    (docs/performance.md, "Face detection"); the frames between reuse the boxes, which keeps the events."""
 
     width: int = Field(640, ge=64, le=4096, title="Detection width", description="frames are resized to fit this")
     height: int = Field(480, ge=48, le=4096, title="Detection height")
