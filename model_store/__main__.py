@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from model_store.servable import servable_problems
 from model_store.store import ModelStore, StoreError
@@ -76,7 +77,7 @@ def _cmd_verify(store: ModelStore, args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(store: ModelStore, args: argparse.Namespace) -> int:
-    from model_store.distribution import serve
+    from model_store.distribution import ServerConfigError, ServerSecurity, serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     announcer = None
@@ -88,14 +89,26 @@ def _cmd_serve(store: ModelStore, args: argparse.Namespace) -> int:
             "poll_s": args.poll_s,
             "username": args.mqtt_username,
             "password": os.environ.get("MODEL_STORE_MQTT_PASSWORD"),
+            "ca_file": args.mqtt_cafile,
         }
 
     def _exit(signum: int, frame: object) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, _exit)
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(store.root, args.host, args.port, announcer)
+    try:
+        # From the environment or a file, never the command line, where every user sees it.
+        security = ServerSecurity.from_options(
+            token=os.environ.get("MODEL_STORE_TOKEN", "").strip() or None,
+            token_file=args.token_file,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            serve(store.root, args.host, args.port, announcer, security=security, insecure=args.insecure)
+    except ServerConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -125,11 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("ref", nargs="?", help="version number or alias (default: all versions)")
     p.set_defaults(func=_cmd_verify)
     p = sub.add_parser("serve", help="serve the store read-only over HTTP and announce its aliases over MQTT")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for the whole site)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: then a token and TLS are required)")
     p.add_argument("--port", type=int, default=8500)
+    p.add_argument("--token-file", type=Path, help="first line: the bearer token (or env MODEL_STORE_TOKEN)")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--insecure", action="store_true", help="off loopback without a token or TLS: a trusted trial only")
     p.add_argument("--mqtt-host", help="announce aliases on this broker (retained <prefix>/models/<name>/<alias>)")
     p.add_argument("--mqtt-port", type=int, default=1883)
     p.add_argument("--mqtt-username", help="password from env MODEL_STORE_MQTT_PASSWORD")
+    p.add_argument("--mqtt-cafile", type=Path, help="connect over TLS, trusting this CA (the shipped broker's 8883)")
     p.add_argument("--prefix", default="fer", help="MQTT topic prefix, as the gateways' mqtt.prefix")
     p.add_argument("--poll-s", type=float, default=1.0, help="how often the alias files are checked for changes")
     p.add_argument("--log-level", default="INFO")

@@ -9,6 +9,11 @@ with its sha256 as ETag, so a gateway (or any HTTP cache between) can check and 
 Nothing else is reachable (no directory listing, no path outside those), and every method but GET
 and HEAD is refused: the store is written by ``python -m model_store publish/promote`` on its host.
 
+With a token (:class:`ServerSecurity`) every path but ``/healthz`` needs ``Authorization: Bearer
+<token>`` and answers a typed 401 without it; with a certificate and key it speaks HTTPS only. Off
+loopback it refuses to start without both, unless told ``insecure``: a gateway trusts what this
+server says, so anyone who can answer in its place, or read what it serves, must be kept out.
+
 The MQTT side publishes one retained :class:`Announcement` per alias on
 ``<prefix>/models/<name>/<alias>`` whenever the alias moves (and after every reconnect), so a
 gateway that starts later still learns the current version from the broker.
@@ -16,10 +21,15 @@ gateway that starts later still learns the current version from the broker.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
+import ipaddress
 import json
 import logging
 import re
+import socket
+import ssl
 import threading
 import time
 from http import HTTPStatus
@@ -27,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, model_validator
 
 from model_store.manifest import MANIFEST_FILE
 from model_store.store import ModelStore, StoreError, sha256_file
@@ -38,6 +48,104 @@ ANNOUNCEMENT_SCHEMA_VERSION = 1
 _CHUNK = 1 << 16
 _FILE_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 _MODEL_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+# Long enough that guessing is hopeless even without a rate limit; `secrets.token_urlsafe(32)` gives 43.
+MIN_TOKEN_CHARS = 16
+# A client that has not finished its TLS handshake by then is dropped, so it holds one thread, briefly.
+HANDSHAKE_TIMEOUT_S = 10.0
+# An idle keep-alive connection is closed after this, for the same reason.
+IDLE_TIMEOUT_S = 60.0
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fer-model-store"', "Connection": "close"}
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only. 0.0.0.0 and names are not."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfigError(ValueError):
+    """``serve`` cannot start as asked; the message is one line that names the option."""
+
+
+class ServerSecurity(BaseModel):
+    """What guards the store server: a bearer token, and TLS from a certificate and key given by path."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    token: SecretStr | None = Field(None, description="every path but /healthz needs it as a bearer token")
+    tls_cert: FilePath | None = Field(None, description="PEM certificate (chain) the server presents")
+    tls_key: FilePath | None = Field(None, description="PEM private key of tls_cert")
+
+    @model_validator(mode="after")
+    def _checks(self) -> ServerSecurity:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("a TLS key without a certificate: give --tls-cert too")
+        if self.tls_cert is not None and self.tls_key is None:
+            raise ValueError("a TLS certificate without its key: give --tls-key too")
+        if self.token is not None and len(self.token.get_secret_value()) < MIN_TOKEN_CHARS:
+            raise ValueError(f"the token is shorter than {MIN_TOKEN_CHARS} characters; make one with "
+                             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")  # fmt: skip
+        return self
+
+    @classmethod
+    def from_options(
+        cls, *, token: str | None, token_file: Path | None, tls_cert: Path | None, tls_key: Path | None
+    ) -> ServerSecurity:
+        """From the command line's options and the environment's token; raises ServerConfigError."""
+        if token is not None and token_file is not None:
+            raise ServerConfigError("the token is given twice: MODEL_STORE_TOKEN and --token-file; keep one")
+        if token_file is not None:
+            try:
+                lines = token_file.read_text().splitlines()
+            except OSError as exc:
+                raise ServerConfigError(f"--token-file {token_file}: {exc.strerror or exc}") from None
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise ServerConfigError(f"--token-file {token_file}: the first line is empty")
+        try:
+            return cls(token=token or None, tls_cert=tls_cert, tls_key=tls_key)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            message = "no such file" if error["type"] == "path_not_file" else str(error["msg"])
+            message = message.removeprefix("Value error, ")
+            if field == "tls_cert":
+                message = f"--tls-cert {tls_cert}: {message}"
+            elif field == "tls_key":
+                message = f"--tls-key {tls_key}: {message}"
+            raise ServerConfigError(message) from None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except OSError as exc:  # ssl.SSLError included
+            raise ServerConfigError(
+                f"--tls-cert {self.tls_cert} / --tls-key {self.tls_key}: cannot load them "
+                f"({getattr(exc, 'reason', None) or exc}): a PEM certificate and its own private key, unencrypted"
+            ) from None
+        return context
+
+
+def check_exposure(host: str, security: ServerSecurity, insecure: bool) -> None:
+    """Off loopback, a token and TLS, or the explicit ``insecure``; raises ServerConfigError."""
+    if insecure or is_loopback_host(host):
+        return
+    missing = []
+    if security.token is None:
+        missing.append("a token (MODEL_STORE_TOKEN or --token-file)")
+    if security.tls_cert is None:
+        missing.append("TLS (--tls-cert and --tls-key)")
+    if missing:
+        raise ServerConfigError(f"serving on {host} needs {' and '.join(missing)}: any host that reaches it could read "
+                                "every model, and gateways could not tell it from an impostor. --insecure serves "
+                                "without, for a trial on a trusted network")  # fmt: skip
 
 
 class Announcement(BaseModel):
@@ -80,6 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: StoreHTTPServer
     protocol_version = "HTTP/1.1"
     server_version = "fer-model-store"
+    timeout = IDLE_TIMEOUT_S
 
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
@@ -90,13 +199,34 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(body=False)
 
+    def _authorized(self) -> bool:
+        """True, or a 401 has been sent: every path but /healthz needs the token when one is set."""
+        token = self.server.token
+        if token is None or self.path.split("?", 1)[0] == "/healthz":
+            return True
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and given.strip():
+            if hmac.compare_digest(given.strip().encode(), token):
+                return True
+            logger.warning("refused %s %s from %s: wrong bearer token", self.command, self.path.split("?", 1)[0],
+                           self.client_address[0])  # fmt: skip
+            self._error(HTTPStatus.UNAUTHORIZED, "unauthorized", "invalid bearer token", _CHALLENGE)
+        else:
+            self._error(HTTPStatus.UNAUTHORIZED, "unauthorized", "missing bearer token: send Authorization: Bearer "
+                        "<token> (a gateway's distribution.token)", _CHALLENGE)  # fmt: skip
+        return False
+
     def _refuse_method(self) -> None:
+        if not self._authorized():
+            return
         self._error(HTTPStatus.METHOD_NOT_ALLOWED, "method_not_allowed", "the store is read-only: GET and HEAD only",
                     {"Allow": "GET, HEAD"})  # fmt: skip
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _refuse_method
 
     def _serve(self, *, body: bool) -> None:
+        if not self._authorized():
+            return
         path = self.path.split("?", 1)[0]
         store = self.server.store
         try:
@@ -133,8 +263,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = vdir / fname
         if not path.is_file():
             raise StoreError(f"{name} v{version}: {fname} is missing from the store")
-        # A version directory is immutable, so its files may be cached for good.
-        headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
+        # A version directory is immutable, so its files may be cached for good; by shared caches too,
+        # unless they are only for those who hold the token.
+        scope = "private" if self.server.token is not None else "public"
+        headers = {"Cache-Control": f"{scope}, max-age=31536000, immutable", "X-Checksum-Sha256": digest}
         if self._not_modified(digest, headers):
             return
         size = path.stat().st_size
@@ -186,9 +318,35 @@ class _Handler(BaseHTTPRequestHandler):
 class StoreHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, store: ModelStore, host: str, port: int) -> None:
+    def __init__(self, store: ModelStore, host: str, port: int, security: ServerSecurity | None = None) -> None:
         self.store = store
+        security = security or ServerSecurity()
+        self.token = security.token.get_secret_value().encode() if security.token is not None else None
+        self.tls = security.ssl_context()
         super().__init__((host, port), _Handler)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        # The handshake runs here, in the connection's own thread, not in accept(): a client that
+        # connects and says nothing would otherwise hold up every other one.
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError included: plain HTTP, an untrusting client, a timeout
+            logger.info("TLS handshake with %s failed: %s", client_address[0], getattr(exc, "reason", None) or exc)
+            return
+        try:
+            super().finish_request(conn, client_address)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
 
 
 # -- MQTT -----------------------------------------------------------------------------------------
@@ -208,6 +366,7 @@ class Announcer:
         client_id: str = "fer-model-store",
         username: str | None = None,
         password: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         import paho.mqtt.client as mqtt  # the service extra; only a store that announces needs it
         from paho.mqtt.enums import CallbackAPIVersion
@@ -222,6 +381,9 @@ class Announcer:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
         if username is not None:
             self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            # The shipped broker's TLS listener (8883): verified against its CA, host name included.
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.reconnect_delay_set(1, 30)
         self.client.on_connect = self._on_connect
         self._host, self._port = host, port
@@ -293,14 +455,25 @@ def serve(
     port: int,
     announcer_args: dict[str, Any] | None = None,
     ready: threading.Event | None = None,
+    security: ServerSecurity | None = None,
+    insecure: bool = False,
 ) -> None:
-    """Run until interrupted. ``announcer_args`` (host, port, prefix, ...) turns on the MQTT side."""
+    """Run until interrupted. ``announcer_args`` (host, port, prefix, ...) turns on the MQTT side.
+    Raises ServerConfigError before anything listens when the security asked for cannot be had."""
+    security = security or ServerSecurity()
+    check_exposure(host, security, insecure)
     store = ModelStore(root)
-    server = StoreHTTPServer(store, host, port)
+    server = StoreHTTPServer(store, host, port, security)
     announcer = Announcer(store, **announcer_args) if announcer_args else None
     if announcer is not None:
         announcer.start()
-    logger.info("serving store %s read-only on http://%s:%s", root, host, server.server_address[1])
+    guard = "a bearer token" if server.token is not None else "no token"
+    logger.info("serving store %s read-only on %s://%s:%s, %s", root, server.scheme, host, server.server_address[1],
+                guard)  # fmt: skip
+    if not is_loopback_host(host):
+        missing = [what for what, absent in (("a token", server.token is None), ("TLS", server.tls is None)) if absent]
+        if missing:
+            logger.warning("--insecure: serving on %s without %s", host, " or ".join(missing))
     if ready is not None:
         ready.set()
     try:

@@ -52,8 +52,7 @@ def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
     """A client with the configured credentials, TLS and reconnect backoff; no callbacks yet."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     if cfg.username is not None:
-        password = cfg.password.get_secret_value() if cfg.password is not None else None
-        client.username_pw_set(cfg.username, password)
+        client.username_pw_set(cfg.username, cfg.login_password())
     if cfg.tls.enabled:
         client.tls_set(
             ca_certs=str(cfg.tls.ca_certs) if cfg.tls.ca_certs else None,

@@ -1,4 +1,4 @@
-"""The MQTT section. Secrets are best given as FER_MQTT__PASSWORD rather than in the file."""
+"""The MQTT section. Secrets are best given as FER_MQTT__PASSWORD, or a password_file, rather than in the file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from pydantic import Field, SecretStr, model_validator
 from service.config._base import Strict
 
 TOPIC_SEGMENT = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
+
+
+class MqttPasswordFileError(OSError):
+    """mqtt.password_file cannot be read, or holds no password."""
 
 
 class TlsConfig(Strict):
@@ -54,6 +58,11 @@ class MqttConfig(Strict):
     )
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(
+        None,
+        description="a file whose first line is the password, read at each start (compose's mqtt-auth "
+        "writes one); `password`, when set, wins",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig)
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0)
@@ -66,8 +75,27 @@ class MqttConfig(Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> MqttConfig:
-        if self.password is not None and self.username is None:
-            raise ValueError("password is set but username is not")
+        if (self.password is not None or self.password_file is not None) and self.username is None:
+            raise ValueError("a password is set but username is not")
         if self.reconnect_min_s > self.reconnect_max_s:
             raise ValueError("reconnect_min_s is larger than reconnect_max_s")
         return self
+
+    def login_password(self) -> str | None:
+        """The password to log in with: ``password``, else the first line of ``password_file``.
+
+        Read here, when a client is made, not when the config is loaded: the file may exist only where
+        the service runs (a container's volume), not where the config is checked.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is None:
+            return None
+        try:
+            lines = self.password_file.read_text().splitlines()
+        except OSError as exc:
+            # An OSError, so that start-up reports it in one line; the message names the key, never the secret.
+            raise MqttPasswordFileError(f"mqtt.password_file {self.password_file}: {exc.strerror or exc}") from None
+        if not lines or not lines[0]:
+            raise MqttPasswordFileError(f"mqtt.password_file {self.password_file}: the first line is empty")
+        return lines[0]

@@ -8,6 +8,10 @@ the manifest's own version and model-file sha256, then every file's size and sha
 it installed into the cache under its central number, the cache's served alias moved, and the
 model manager asked to load, warm and swap it. Any failure leaves the current version serving and
 is retried with exponential backoff; a newer announcement cuts the wait short.
+
+Every request carries ``distribution.token`` as a bearer token, and an ``https://`` store must
+present a certificate that chains to ``distribution.ca_file`` (the system's CAs when unset). A
+refused token or certificate is told in words, in the log and in the retained model state.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ import json
 import logging
 import random
 import shutil
+import ssl
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
-from model_store.distribution import Announcement
+from model_store.distribution import Announcement, is_loopback_host
 from service.comms.mqtt import MqttPublisher
 from service.comms.payloads import GatewayModel
 from service.config import DistributionConfig, ModelConfig
@@ -66,6 +72,14 @@ class ModelSync:
         self.cache = manager.store
         self.metrics = metrics
         self.base_url = cfg.url.rstrip("/")
+        split = urllib.parse.urlsplit(self.base_url)
+        if split.scheme == "http" and not is_loopback_host(split.hostname or ""):
+            logger.warning(
+                "distribution.url is plain http to another host: the token and the models cross the network "
+                "unencrypted and the store is not authenticated; use https:// off this machine"
+            )
+        # Built at start-up (bootstrap), so that an unreadable ca_file stops the start in one line.
+        self._tls: ssl.SSLContext | None = None
         self.publisher: MqttPublisher | None = None
         self._announced: dict[str, Announcement | None] = dict.fromkeys(ALIASES)
         self._lock = threading.Lock()
@@ -113,8 +127,18 @@ class ModelSync:
 
     # -- start-up --------------------------------------------------------------------------------
 
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            ca_file = self.cfg.ca_file
+            try:
+                self._tls = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except OSError as exc:  # ssl.SSLError included
+                raise ModelLoadError(f"distribution.ca_file {ca_file}: not a PEM CA certificate ({exc})") from None
+        return self._tls
+
     def bootstrap(self) -> None:
         """With nothing in the cache, fetch what the store's aliases name now; raises ModelLoadError."""
+        self._tls_context()
         try:
             self.cache.resolve(self.name, self.alias)
             return
@@ -274,12 +298,27 @@ class ModelSync:
             return []
 
     def _open(self, path: str) -> http.client.HTTPResponse:
+        request = urllib.request.Request(self.base_url + path)
+        if self.cfg.token is not None:
+            # Unredirected: a redirect to another host must not carry the token there.
+            request.add_unredirected_header("Authorization", f"Bearer {self.cfg.token.get_secret_value()}")
         try:
-            return urllib.request.urlopen(self.base_url + path, timeout=self.cfg.timeout_s)
+            return urllib.request.urlopen(request, timeout=self.cfg.timeout_s, context=self._tls_context())
         except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 401:
+                why = ("sent no token: set distribution.token (FER_DISTRIBUTION__TOKEN)" if self.cfg.token is None
+                       else "refused distribution.token")  # fmt: skip
+                raise SyncError(f"GET {path}: HTTP 401, the store {why}") from None
             raise SyncError(f"GET {path}: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
-            raise SyncError(f"GET {path}: {getattr(exc, 'reason', exc)}") from None
+            reason = getattr(exc, "reason", exc)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise SyncError(
+                    f"GET {path}: the store's TLS certificate is not trusted ({reason.verify_message}); "
+                    "distribution.ca_file must be the CA that signed it, for the url's host"
+                ) from None
+            raise SyncError(f"GET {path}: {reason}") from None
 
     def _get_bytes(self, path: str) -> bytes:
         with self._open(path) as resp:
@@ -308,4 +347,3 @@ class ModelSync:
             except OSError as exc:
                 raise SyncError(f"GET {path}: {exc}") from None
         return size, digest.hexdigest()
-

@@ -1,51 +1,93 @@
-"""A real Mosquitto 2 started from deploy/mosquitto/, for the broker and smoke tests."""
+"""A real Mosquitto 2 started as compose starts it, for the broker, bridge and smoke tests: the shipped
+mqtt-auth script makes the logins, the ACL and the TLS certificate, then the shipped mosquitto.conf
+runs on them, every listener on a free port."""
 
 from __future__ import annotations
 
 import getpass
-import re
+import os
+import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from tests.deploy.helpers import DEPLOY, free_port, tool
+from tests.service.support import Message, wait_until
 
-MQTT_USER, MQTT_PASSWORD = "fer", "test-password"
-
-
-@dataclass
-class Broker:
-    # protocol -> (port in the shipped config, port the test broker listens on)
-    listeners: dict[str, tuple[int, int]]
-    log: Path
-
-    def port(self, protocol: str) -> int:
-        return self.listeners[protocol][1]
+MQTT_AUTH = DEPLOY / "mosquitto" / "init" / "mqtt-auth.sh"
+# The shipped listeners, by their port in mosquitto.conf (and in the container).
+MQTT, MQTT_TLS, WEBSOCKETS = 1883, 8883, 9001
 
 
-def _render(conf: str, root: Path) -> tuple[str, dict[str, tuple[int, int]]]:
+@dataclass(frozen=True)
+class Listener:
+    protocol: str  # mqtt or websockets
+    tls: bool
+    port: int  # where the test broker listens
+
+
+class MqttAuth:
+    """deploy/mosquitto/init/mqtt-auth.sh run as compose's mqtt-auth runs it, with the volume and the
+    shipped files under ``root``: /auth is root/auth, /shipped holds the shipped acl and a conf.d."""
+
+    def __init__(self, root: Path, conf_d: dict[str, str] | None = None) -> None:
+        self.dir = root / "auth"
+        self.shipped = root / "shipped"
+        (self.shipped / "conf.d").mkdir(parents=True)
+        shutil.copy(DEPLOY / "mosquitto" / "acl", self.shipped / "acl")
+        for name, body in (conf_d or {}).items():
+            (self.shipped / "conf.d" / name).write_text(body)
+        self._tools = [tool("mosquitto_passwd"), tool("openssl")]
+
+    def run(self, *args: str, stdin: str | None = None, tls_names: str = "") -> subprocess.CompletedProcess[str]:
+        uid = str(os.getuid())  # the broker and the service run as this user here
+        path = os.pathsep.join([*dict.fromkeys(str(Path(t).parent) for t in self._tools), os.environ["PATH"]])
+        env = {"PATH": path, "AUTH_DIR": str(self.dir), "SHIPPED_DIR": str(self.shipped), "BROKER_UID": uid,
+               "SERVICE_UID": uid, "TLS_NAMES": tls_names}  # fmt: skip
+        result = subprocess.run(["sh", str(MQTT_AUTH), *args], input=stdin or "", env=env, capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+        assert result.returncode == 0, f"mqtt-auth {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
+        return result
+
+    def password(self, user: str) -> str:
+        return (self.dir / "users" / user).read_text().splitlines()[0]
+
+    def login(self, user: str) -> tuple[str, str]:
+        return user, self.password(user)
+
+    @property
+    def ca(self) -> Path:
+        return self.dir / "tls" / "ca.crt"
+
+
+def _render(conf: str, root: Path) -> tuple[str, dict[int, Listener]]:
     """The shipped config with container paths under root and each listener on a free port; nothing else changes."""
-    found: list[list] = []  # [protocol, shipped port, test port], in file order
+    found: list[list[Any]] = []  # [shipped port, protocol, tls, test port], in file order
     lines = []
     for line in conf.splitlines():
-        if m := re.fullmatch(r"listener (\d+)", line.strip()):
-            found.append(["mqtt", int(m.group(1)), free_port()])  # a listener speaks mqtt unless told otherwise
-            line = f"listener {found[-1][2]}"
-        elif (m := re.fullmatch(r"protocol (\S+)", line.strip())) and found:
-            found[-1][0] = m.group(1)
+        words = line.split()
+        if words[:1] == ["listener"]:
+            found.append([int(words[1]), "mqtt", False, free_port()])  # a listener speaks mqtt unless told otherwise
+            line = f"listener {found[-1][3]}"
+        elif words[:1] == ["protocol"] and found:
+            found[-1][1] = words[1]
+        elif words[:1] == ["certfile"] and found:
+            found[-1][2] = True
         lines.append(line.replace("/mosquitto/", f"{root}/"))
-    listeners = {protocol: (shipped, test) for protocol, shipped, test in found}
     # As root, Mosquitto would switch to the `mosquitto` user, who cannot enter pytest's private tmp dirs.
     lines.append(f"user {getpass.getuser()}")
-    return "\n".join(lines) + "\n", listeners
+    return "\n".join(lines) + "\n", {shipped: Listener(proto, tls, port) for shipped, proto, tls, port in found}
 
 
-def _wait_listening(process: subprocess.Popen, ports: list[int], log: Path) -> None:
+def _wait_listening(process: subprocess.Popen[bytes], ports: list[int], log: Path) -> None:
     deadline = time.monotonic() + 10
     for port in ports:
         while True:
@@ -60,39 +102,117 @@ def _wait_listening(process: subprocess.Popen, ports: list[int], log: Path) -> N
                 time.sleep(0.05)
 
 
-def start_broker(root: Path, *, auth: bool) -> Iterator[Broker]:
-    mosquitto = tool("mosquitto")
-    (root / "config" / "conf.d").mkdir(parents=True)
-    (root / "data").mkdir()
-    text, listeners = _render((DEPLOY / "mosquitto" / "mosquitto.conf").read_text(), root)
-    conf = root / "config" / "mosquitto.conf"
-    conf.write_text(text)
-    if auth:
-        example = (DEPLOY / "mosquitto" / "conf.d" / "auth.conf.example").read_text()
-        (root / "config" / "conf.d" / "auth.conf").write_text(example.replace("/mosquitto/", f"{root}/"))
-        passwd = tool("mosquitto_passwd")
-        subprocess.run([passwd, "-b", "-c", str(root / "config" / "conf.d" / "passwd"), MQTT_USER, MQTT_PASSWORD],
-                       check=True, capture_output=True, timeout=30)  # fmt: skip
-    log = root / "mosquitto.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+class Broker:
+    """The shipped broker: mqtt-auth first, then mosquitto.conf (plus conf.d files); stop() and start() keep
+    its ports and its persisted sessions."""
+
+    def __init__(self, root: Path, conf_d: dict[str, str] | None = None) -> None:
+        self.binary = tool("mosquitto")
+        self.auth = MqttAuth(root)
+        self.auth.run()
+        (root / "config" / "conf.d").mkdir(parents=True)
+        (root / "data").mkdir()
+        text, self.listeners = _render((DEPLOY / "mosquitto" / "mosquitto.conf").read_text(), root)
+        self.conf = root / "config" / "mosquitto.conf"
+        self.conf.write_text(text)
+        for name, body in (conf_d or {}).items():
+            (root / "config" / "conf.d" / name).write_text(body.replace("/mosquitto/", f"{root}/"))
+        self.log = root / "mosquitto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def port(self, shipped: int = MQTT) -> int:
+        return self.listeners[shipped].port
+
+    def start(self) -> Broker:
+        with self.log.open("a") as out:
+            self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
+        _wait_listening(self.process, [listener.port for listener in self.listeners.values()], self.log)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto writes its persistence file (sessions and their queues) on the way out."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path / "mosquitto").start()
     try:
-        _wait_listening(process, [port for _, port in listeners.values()], log)
-        yield Broker(listeners, log)
+        yield b
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        b.stop()
+
+
+class Recorder:
+    """A subscriber logged in as one user that records every message on its topics; reconnects and
+    re-subscribes by itself (tests.service.support.Subscriber, with a login and optional TLS)."""
+
+    def __init__(
+        self,
+        port: int,
+        login: tuple[str, str],
+        topics: tuple[str, ...] = ("#",),
+        *,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        ca: Path | None = None,
+    ) -> None:
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        self._topics = topics
+        self.connected = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"rec-{port}-{id(self)}",
+                                  clean_session=clean_session)  # fmt: skip
+        self.client.username_pw_set(*login)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_: self.connected.clear()
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 1)
+        self.client.connect_async("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            return
+        client.subscribe([(t, 1) for t in self._topics])
+        # Give the SUBACK a moment before anyone relies on the subscription.
+        threading.Timer(0.1, self.connected.set).start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def snapshot(self, topic: str | None = None) -> list[Message]:
+        with self._lock:
+            return [m for m in self.messages if topic is None or m.topic == topic]
+
+    def wait_for(self, predicate: Callable[[list[Message]], Any], timeout: float = 10.0, what: str = "message") -> Any:
+        return wait_until(lambda: predicate(self.snapshot()), timeout, what=what)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
 
 
 @pytest.fixture
-def open_broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from start_broker(tmp_path / "mosquitto", auth=False)
+def recorders() -> Iterator[Callable[..., Recorder]]:
+    """Recorder(...) that is closed at the end of the test."""
+    made: list[Recorder] = []
 
+    def make(*args: Any, **kwargs: Any) -> Recorder:
+        made.append(Recorder(*args, **kwargs))
+        made[-1].connected.wait(10)
+        return made[-1]
 
-@pytest.fixture
-def auth_broker(tmp_path: Path) -> Iterator[Broker]:
-    yield from start_broker(tmp_path / "mosquitto", auth=True)
+    yield make
+    for recorder in made:
+        recorder.close()

@@ -1,10 +1,10 @@
 """deploy/mosquitto/conf.d/bridge.conf.example on two real Mosquitto 2 brokers: a gateway's local broker
 bridged to a central one. Events reach the centre, a 30 s central outage loses none of them, and what
-comes down from the centre does not loop back up."""
+comes down from the centre does not loop back up. Both run the shipped config, logins and all: the bridge reaches the
+centre's TLS listener as its `bridge` user."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -18,64 +18,40 @@ from service.comms.outbox import Outbox
 from service.comms.payloads import ExpressionChange
 from service.config import MqttConfig
 from service.metrics import Metrics
-from tests.deploy.conftest import _render, _wait_listening
-from tests.deploy.helpers import DEPLOY, tool
-from tests.service.support import Subscriber, wait_until
+from tests.deploy.conftest import MQTT_TLS, Broker, Recorder
+from tests.deploy.helpers import DEPLOY
+from tests.service.support import wait_until
 
 OUTAGE_S = 30.0
+BRIDGE_PASSWORD = "central-bridge-password"
 
 
-class Broker:
-    """A Mosquitto on the shipped config (plus conf.d files) that can be stopped and started on its ports."""
-
-    def __init__(self, root: Path, conf_d: dict[str, str] | None = None) -> None:
-        self.binary = tool("mosquitto")
-        (root / "config" / "conf.d").mkdir(parents=True)
-        (root / "data").mkdir()
-        text, self.listeners = _render((DEPLOY / "mosquitto" / "mosquitto.conf").read_text(), root)
-        self.conf = root / "config" / "mosquitto.conf"
-        self.conf.write_text(text)
-        for name, body in (conf_d or {}).items():
-            (root / "config" / "conf.d" / name).write_text(body.replace("/mosquitto/", f"{root}/"))
-        self.log = root / "mosquitto.log"
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def port(self) -> int:
-        return self.listeners["mqtt"][1]
-
-    def start(self) -> Broker:
-        with self.log.open("a") as out:
-            self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
-        _wait_listening(self.process, [port for _, port in self.listeners.values()], self.log)
-        return self
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto writes its persistence file (sessions and their queues) on the way out."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-
-def bridge_conf(central_port: int, gateway_id: str) -> str:
+def bridge_conf(central: Broker, gateway_id: str) -> str:
     text = (DEPLOY / "mosquitto" / "conf.d" / "bridge.conf.example").read_text()
-    assert "CENTRAL_HOST:1883" in text and "GATEWAY_ID" in text
-    return text.replace("CENTRAL_HOST:1883", f"127.0.0.1:{central_port}").replace("GATEWAY_ID", gateway_id)
+    assert "CENTRAL_HOST:8883" in text and "GATEWAY_ID" in text and "BRIDGE_PASSWORD" in text
+    # The central broker's TLS listener, as a gateway on another host reaches it.
+    return (text.replace("CENTRAL_HOST:8883", f"127.0.0.1:{central.port(MQTT_TLS)}")
+            .replace("GATEWAY_ID", gateway_id).replace("BRIDGE_PASSWORD", BRIDGE_PASSWORD))  # fmt: skip
 
 
 @pytest.fixture
 def brokers(tmp_path: Path) -> Iterator[tuple[Broker, Broker]]:
-    central = Broker(tmp_path / "central").start()
-    local = Broker(tmp_path / "gateway", {"bridge.conf": bridge_conf(central.port, "gw-a")}).start()
+    central = Broker(tmp_path / "central")
+    # As its admin would: `docker compose run --rm mqtt-auth passwd bridge` on the central host.
+    central.auth.run("passwd", "bridge", stdin=f"{BRIDGE_PASSWORD}\n")
+    central.start()
     try:
-        yield central, local
+        local = Broker(tmp_path / "gateway", {"bridge.conf": bridge_conf(central, "gw-a"),
+                                              "central-ca.crt": central.auth.ca.read_text()}).start()  # fmt: skip
+        try:
+            yield central, local
+        finally:
+            local.stop()
     finally:
-        local.stop()
         central.stop()
 
 
-def bridge_up(sub: Subscriber) -> bool:
+def bridge_up(sub: Recorder) -> bool:
     states = sub.snapshot("fer/gateways/gw-a/bridge")
     return bool(states) and states[-1].payload == b"1"
 
@@ -83,11 +59,12 @@ def bridge_up(sub: Subscriber) -> bool:
 def test_events_cross_the_bridge_and_survive_a_central_outage(tmp_path: Path, brokers: tuple[Broker, Broker]) -> None:
     central, local = brokers
     # A dashboard on the centre whose session the central broker keeps (and persists) while it is down.
-    dashboard = Subscriber(
-        central.port, ("fer/+/events", "fer/gateways/#"), client_id="central-dashboard", clean_session=False
-    )
+    dashboard = Recorder(central.port(), central.auth.login("dashboard"), ("fer/+/events", "fer/gateways/#"),
+                         client_id="central-dashboard", clean_session=False)  # fmt: skip
     metrics = Metrics(CollectorRegistry(), ["lobby"])
-    cfg = MqttConfig.model_validate({"port": local.port, "reconnect_min_s": 1, "reconnect_max_s": 1})
+    cfg = MqttConfig.model_validate({
+        "port": local.port(), "username": "fer", "password_file": str(local.auth.dir / "users" / "fer"),
+        "reconnect_min_s": 1, "reconnect_max_s": 1})  # fmt: skip
     gateway = MqttPublisher(cfg, Outbox(tmp_path / "outbox.sqlite3", 10_000, metrics), metrics, [("lobby", "Lobby")],
                             "gw-a")  # fmt: skip
     gateway.start()
@@ -141,8 +118,9 @@ def test_events_cross_the_bridge_and_survive_a_central_outage(tmp_path: Path, br
 
 def test_announcements_come_down_and_nothing_loops_back(brokers: tuple[Broker, Broker]) -> None:
     central, local = brokers
-    at_centre = Subscriber(central.port, ("fer/models/#", "fer/gateways/+/cameras"))
-    at_gateway = Subscriber(local.port, ("fer/models/#", "fer/gateways/+/cameras", "fer/gateways/gw-a/bridge"))
+    at_centre = Recorder(central.port(), central.auth.login("admin"), ("fer/models/#", "fer/gateways/+/cameras"))
+    at_gateway = Recorder(local.port(), local.auth.login("dashboard"),
+                          ("fer/models/#", "fer/gateways/+/cameras", "fer/gateways/gw-a/bridge"))  # fmt: skip
     try:
         at_centre.connected.wait(10)
         at_gateway.wait_for(lambda ms: bridge_up(at_gateway), 30, what="bridge up")

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -153,14 +154,15 @@ def test_stop_grace_period_outlasts_the_outbox_flush():
 
 def test_profiles_keep_the_default_stack_small():
     services = compose()["services"]
-    assert {name for name, s in services.items() if "profiles" not in s} == {"mosquitto", "fer-service"}
+    assert {name for name, s in services.items() if "profiles" not in s} == {"mqtt-auth", "mosquitto", "fer-service"}
     assert services["fer-trainer"]["profiles"] == ["train"]
     assert services["prometheus"]["profiles"] == services["grafana"]["profiles"] == ["monitoring"]
 
 
 def test_long_running_services_restart():
     for name, service in compose()["services"].items():
-        expected = "no" if name == "fer-trainer" else "unless-stopped"
+        # The trainer and the broker's one-shot setup are jobs, not daemons.
+        expected = "no" if name in {"fer-trainer", "mqtt-auth"} else "unless-stopped"
         assert service.get("restart") == expected, name
 
 
@@ -184,6 +186,8 @@ def test_every_fer_setting_reaches_the_service_through_its_env_file(tmp_path: Pa
     binary = tool("docker-compose")
     (tmp_path / "deploy").mkdir()
     (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE.read_text())
+    # docker-compose checks that every build context exists.
+    shutil.copytree(REPO / "deploy" / "mosquitto" / "init", tmp_path / "deploy" / "mosquitto" / "init")
     env = {"FER_DETECTOR__KIND": "haar", "FER_API__DETECT_MAX_SIDE": "480", "FER_CAMERAS__0__FPS": "10"}
     (tmp_path / "deploy" / "service.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     out = subprocess.run([binary, "-f", str(tmp_path / "docker-compose.yml"), "config"], cwd=tmp_path,

@@ -1,51 +1,273 @@
-"""deploy/mosquitto/: the shipped config on a real Mosquitto 2, open by default and locked by the password file."""
+"""deploy/mosquitto/ as compose runs it, on a real Mosquitto 2: mqtt-auth's logins, ACL and certificate, then the
+shipped mosquitto.conf. Nobody gets in without a password, only an admin can switch a camera, the service's own
+user can publish everything it publishes, and TLS is offered to whoever trusts the generated CA."""
 
 from __future__ import annotations
 
 import queue
+import ssl
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
+from prometheus_client import CollectorRegistry
 
-from tests.deploy.conftest import MQTT_PASSWORD, MQTT_USER, Broker
-from tests.deploy.helpers import compose, container_port
+from service.comms.mqtt import MqttPublisher
+from service.comms.outbox import Outbox
+from service.comms.payloads import ExpressionChange, GatewayModel
+from service.config import MqttConfig, load_settings
+from service.metrics import Metrics
+from tests.deploy.conftest import MQTT, MQTT_AUTH, MQTT_TLS, WEBSOCKETS, Broker, MqttAuth, Recorder
+from tests.deploy.helpers import (
+    DEPLOY,
+    DOCKER_CONFIG,
+    REPO,
+    SERVICE_DOCKERFILE,
+    compose,
+    container_port,
+    parse_dockerfile,
+    tool,
+    volume_targets,
+)
+from tests.service.support import wait_until
 
 TRANSPORTS = {"mqtt": "tcp", "websockets": "websockets"}
+SHIPPED_USERS = ("fer", "admin", "homeassistant", "dashboard")
 
 
-def _client(broker: Broker, protocol: str, credentials: tuple[str, str] | None) -> tuple[mqtt.Client, str]:
-    """A connected client (loop running) and the broker's answer to its CONNECT."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport=TRANSPORTS[protocol])
-    if credentials:
-        client.username_pw_set(*credentials)
+def _client(
+    broker: Broker, shipped_port: int, login: tuple[str, str] | None, *, ca: Path | None = None
+) -> tuple[mqtt.Client, str]:
+    """A client (loop running) and the broker's answer to its CONNECT."""
+    listener = broker.listeners[shipped_port]
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport=TRANSPORTS[listener.protocol])
+    if login:
+        client.username_pw_set(*login)
+    if listener.tls:
+        client.tls_set(ca_certs=str(ca) if ca else None)
     answers: queue.Queue[str] = queue.Queue()
     client.on_connect = lambda _c, _u, _f, reason, _p: answers.put(str(reason))
-    client.connect("127.0.0.1", broker.port(protocol))
+    client.connect("127.0.0.1", listener.port)
     client.loop_start()
     try:
         return client, answers.get(timeout=10)
     except queue.Empty:
         client.loop_stop()
-        pytest.fail(f"no CONNACK over {protocol}:\n{broker.log.read_text()}")
+        pytest.fail(f"no CONNACK on {shipped_port}:\n{broker.log.read_text()}")
 
 
-def _answer(broker: Broker, protocol: str, credentials: tuple[str, str] | None) -> str:
-    client, answer = _client(broker, protocol, credentials)
+def _answer(broker: Broker, shipped_port: int, login: tuple[str, str] | None) -> str:
+    client, answer = _client(broker, shipped_port, login, ca=broker.auth.ca)
     client.disconnect()
     client.loop_stop()
     return answer
 
 
-def test_listeners_are_the_ports_compose_publishes(open_broker):
-    # Both listeners must be declared, or Mosquitto 2 falls back to local-only mode.
-    assert set(open_broker.listeners) == {"mqtt", "websockets"}
+def _close(*clients: mqtt.Client) -> None:
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+
+
+# -- what compose runs ------------------------------------------------------------------------------
+
+
+def test_listeners_are_the_ports_compose_publishes(broker: Broker) -> None:
+    # Every listener must be declared, or Mosquitto 2 falls back to local-only mode.
+    assert {(shipped, lsn.protocol, lsn.tls) for shipped, lsn in broker.listeners.items()} == {
+        (MQTT, "mqtt", False), (MQTT_TLS, "mqtt", True), (WEBSOCKETS, "websockets", False)}  # fmt: skip
     published = {container_port(p) for p in compose()["services"]["mosquitto"]["ports"]}
-    assert {shipped for shipped, _ in open_broker.listeners.values()} == published
+    assert set(broker.listeners) == published
 
 
-def test_a_dashboard_on_websockets_sees_what_the_service_publishes_over_tcp(open_broker):
-    dashboard, answer = _client(open_broker, "websockets", None)
-    service, answer2 = _client(open_broker, "mqtt", None)
+def _rendered_ports(tmp_path: Path, env: str) -> set[str]:
+    """The broker's ports as `docker-compose config` renders them with ``env`` as the whole .env file."""
+    env_file = tmp_path / "env"
+    env_file.write_text(env)
+    out = subprocess.run([tool("docker-compose"), "--env-file", str(env_file), "config"], cwd=REPO,
+                         capture_output=True, text=True, check=True, timeout=120).stdout  # fmt: skip
+    return {str(p) for p in yaml.safe_load(out)["services"]["mosquitto"]["ports"]}
+
+
+def test_the_broker_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    assert _rendered_ports(tmp_path, "") == {"127.0.0.1:1883:1883/tcp", "127.0.0.1:8883:8883/tcp",
+                                             "127.0.0.1:9001:9001/tcp"}  # fmt: skip
+    # Home Assistant on another machine: TLS opens to the LAN, the plain listeners stay local.
+    assert _rendered_ports(tmp_path, "FEREDGE_MQTT_TLS_BIND=0.0.0.0\n") == {
+        "127.0.0.1:1883:1883/tcp", "0.0.0.0:8883:8883/tcp", "127.0.0.1:9001:9001/tcp"}  # fmt: skip
+
+
+def test_compose_wires_the_auth_volume_where_each_reader_expects_it() -> None:
+    services = compose()["services"]
+    init = services["mqtt-auth"]
+    # The script's defaults are the container's paths: the volume at /auth, the shipped files at /shipped.
+    script = MQTT_AUTH.read_text()
+    assert "AUTH_DIR=${AUTH_DIR:-/auth}" in script and "SHIPPED_DIR=${SHIPPED_DIR:-/shipped}" in script
+    assert volume_targets(init) == {
+        "/shipped/acl": "./deploy/mosquitto/acl",
+        "/shipped/conf.d": "./deploy/mosquitto/conf.d",
+        "/auth": "mqtt-auth",
+    }
+    # Both wait for it, and only they read its volume, read-only (the broker's entrypoint would chown it).
+    readers = {name for name, service in services.items() if "mqtt-auth" in volume_targets(service).values()}
+    assert readers == {"mqtt-auth", "mosquitto", "fer-service"}
+    for name in ("mosquitto", "fer-service"):
+        assert services[name]["depends_on"]["mqtt-auth"] == {"condition": "service_completed_successfully"}
+        assert next(v for v in services[name]["volumes"] if v.startswith("mqtt-auth:")).endswith(":ro")
+    assert volume_targets(services["mosquitto"])["/mosquitto/auth"] == "mqtt-auth"
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    for key in ("password_file", "acl_file", "cafile", "certfile", "keyfile"):
+        for path in [line.split()[1] for line in conf.splitlines() if line.startswith(f"{key} ")]:
+            assert path.startswith("/mosquitto/auth/"), (key, path)
+
+    # The service reads its own password from there: users/<its user name>, owned by its uid.
+    settings = load_settings(DOCKER_CONFIG, {})
+    mount = next(target for target, source in volume_targets(services["fer-service"]).items()
+                 if source == "mqtt-auth")  # fmt: skip
+    assert settings.mqtt.password_file == Path(mount) / "users" / settings.mqtt.username
+    assert f"SERVICE_USER={settings.mqtt.username}\n" in script
+    service_uid = next(i.args.split("=", 1)[1] for i in parse_dockerfile(SERVICE_DOCKERFILE)[-1].all("ARG")
+                       if i.args.startswith("FER_UID="))  # fmt: skip
+    assert f"SERVICE_UID=${{SERVICE_UID:-{service_uid}}}" in script
+    # The same mosquitto_passwd as the broker that reads its hashes.
+    context = REPO / init["build"]["context"]
+    stages = parse_dockerfile(context / "Dockerfile")
+    assert [s for s in (context / "Dockerfile").read_text().splitlines() if s.startswith("FROM ")] == [
+        f"FROM {services['mosquitto']['image']}"]  # fmt: skip
+    for ins in stages[-1].all("COPY"):
+        assert (context / ins.args.split()[0]).is_file(), ins.args
+    assert "mqtt-auth.sh" in stages[-1].last("ENTRYPOINT").args
+
+
+# -- mqtt-auth ------------------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _names(cert: Path) -> str:
+    return subprocess.run([tool("openssl"), "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+def test_mqtt_auth_makes_private_logins_once_and_keeps_them(tmp_path: Path) -> None:
+    auth = MqttAuth(tmp_path, {"local.acl": "user alice\ntopic read fer/#\n"})
+    first = auth.run()
+    passwords = {user: auth.password(user) for user in SHIPPED_USERS}
+    assert len(set(passwords.values())) == len(SHIPPED_USERS) and all(len(p) >= 32 for p in passwords.values())
+    # Nothing secret is printed, and each secret is readable by its owner alone.
+    assert not [p for p in passwords.values() if p in first.stdout + first.stderr]
+    assert _mode(auth.dir / "passwd") == _mode(auth.dir / "acl") == 0o600
+    assert {_mode(auth.dir / "users" / user) for user in SHIPPED_USERS} == {0o400}
+    assert _mode(auth.dir / "tls" / "server.key") == _mode(auth.dir / "tls" / "ca.key") == 0o600
+    assert _mode(auth.dir / "tls" / "server.crt") == _mode(auth.ca) == 0o644
+    hashed = dict(line.split(":", 1) for line in (auth.dir / "passwd").read_text().splitlines())
+    assert set(hashed) == set(SHIPPED_USERS) and not set(hashed.values()) & set(passwords.values())
+    # The shipped ACL, then conf.d/*.acl.
+    acl = (auth.dir / "acl").read_text()
+    assert acl.startswith((DEPLOY / "mosquitto" / "acl").read_text()) and acl.endswith("user alice\ntopic read fer/#\n")
+    assert "IP Address:127.0.0.1" in _names(auth.dir / "tls" / "server.crt")
+
+    # The next `up`: nothing changes, the certificate included.
+    cert = (auth.dir / "tls" / "server.crt").read_bytes()
+    again = auth.run()
+    assert again.stdout == "" and {user: auth.password(user) for user in SHIPPED_USERS} == passwords
+    assert (auth.dir / "tls" / "server.crt").read_bytes() == cert
+
+    # A new name for the certificate: re-issued by the same CA.
+    ca = auth.ca.read_bytes()
+    auth.run(tls_names="gateway.lan,192.168.1.10")
+    assert auth.ca.read_bytes() == ca
+    assert "DNS:gateway.lan" in _names(auth.dir / "tls" / "server.crt")
+    assert "IP Address:192.168.1.10" in _names(auth.dir / "tls" / "server.crt")
+    subprocess.run([tool("openssl"), "verify", "-CAfile", str(auth.ca), str(auth.dir / "tls" / "server.crt")],
+                   check=True, capture_output=True)  # fmt: skip
+
+    # Users: a password of one's choosing on standard input (a new user too), shown on request, removed.
+    auth.run("passwd", "bridge", stdin="a-chosen-password\n")
+    assert auth.password("bridge") == "a-chosen-password"
+    assert auth.run("show", "bridge").stdout == "a-chosen-password\n"
+    assert auth.run("show", "ca").stdout == auth.ca.read_text()
+    auth.run("remove", "bridge")
+    assert "bridge:" not in (auth.dir / "passwd").read_text()
+
+
+# -- the broker -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shipped_port", [MQTT, MQTT_TLS, WEBSOCKETS])
+def test_every_listener_refuses_anonymous_clients_and_wrong_passwords(broker: Broker, shipped_port: int) -> None:
+    assert _answer(broker, shipped_port, None) == "Not authorized"
+    assert _answer(broker, shipped_port, ("admin", "wrong")) == "Not authorized"
+    assert _answer(broker, shipped_port, ("nobody", broker.auth.password("admin"))) == "Not authorized"
+    assert _answer(broker, shipped_port, broker.auth.login("dashboard")) == "Success"
+
+
+def test_tls_is_served_to_those_who_trust_the_ca_only(broker: Broker) -> None:
+    listener = broker.listeners[MQTT_TLS]
+    assert _answer(broker, MQTT_TLS, broker.auth.login("homeassistant")) == "Success"
+    # With the system's CAs (a client never given ours), the handshake fails before any password is sent.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*broker.auth.login("homeassistant"))
+    client.tls_set()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        client.connect("127.0.0.1", listener.port)
+    # And the plain listener is not TLS, nor the TLS one plain.
+    plain = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    plain.username_pw_set(*broker.auth.login("homeassistant"))
+    plain.connect("127.0.0.1", listener.port)
+    plain.loop_start()
+    time.sleep(1.0)
+    assert not plain.is_connected()
+    _close(plain)
+
+
+def _reaches(broker: Broker, watcher: Recorder, login: tuple[str, str], topic: str, payload: bytes) -> bool:
+    """Whether ``login``'s publish on ``topic`` reaches a subscriber. Over MQTT 3.1.1 a refused one is
+    acknowledged all the same, so an admin's marker published after it says when to stop waiting."""
+    client, answer = _client(broker, MQTT, login)
+    assert answer == "Success"
+    client.publish(topic, payload, qos=1).wait_for_publish(10)
+    _close(client)
+    admin, _ = _client(broker, MQTT, broker.auth.login("admin"))
+    marker = f"marker-{time.monotonic_ns()}".encode()
+    admin.publish("fer/test/marker", marker, qos=1).wait_for_publish(10)
+    _close(admin)
+    watcher.wait_for(lambda ms: [m for m in ms if m.payload == marker], what="the marker")
+    return any(m.topic == topic and m.payload == payload for m in watcher.snapshot())
+
+
+def test_only_an_admin_can_switch_a_camera(broker: Broker, recorders: Callable[..., Recorder]) -> None:
+    # What the service subscribes to, as the service's own user.
+    service = recorders(broker.port(), broker.auth.login("fer"), ("fer/+/analysis/set", "fer/test/marker"))
+    for user in ("dashboard", "homeassistant", "fer"):
+        assert not _reaches(broker, service, broker.auth.login(user), "fer/lobby/analysis/set", f"OFF {user}".encode())
+    assert _reaches(broker, service, broker.auth.login("admin"), "fer/lobby/analysis/set", b"OFF")
+
+
+def test_readers_cannot_write_and_nobody_but_the_store_announces_models(
+    broker: Broker, recorders: Callable[..., Recorder]
+) -> None:
+    admin = recorders(broker.port(), broker.auth.login("admin"), ("fer/#", "homeassistant/#"))
+    assert not _reaches(broker, admin, broker.auth.login("dashboard"), "fer/lobby/events", b"{}")
+    assert not _reaches(broker, admin, broker.auth.login("homeassistant"), "fer/lobby/expression", b"{}")
+    # A model announcement decides what every gateway downloads: not the service's to send.
+    assert not _reaches(broker, admin, broker.auth.login("fer"), "fer/models/ean/stable", b"{}")
+    # Home Assistant's birth message makes the service send discovery again.
+    assert _reaches(broker, admin, broker.auth.login("homeassistant"), "homeassistant/status", b"online")
+
+
+def test_a_dashboard_on_websockets_sees_what_the_service_publishes_over_tcp(
+    broker: Broker, recorders: Callable[..., Recorder]
+) -> None:
+    dashboard, answer = _client(broker, WEBSOCKETS, broker.auth.login("dashboard"))
+    service, answer2 = _client(broker, MQTT, broker.auth.login("fer"))
     try:
         assert answer == answer2 == "Success"
         received: queue.Queue[bytes] = queue.Queue()
@@ -57,13 +279,42 @@ def test_a_dashboard_on_websockets_sees_what_the_service_publishes_over_tcp(open
         service.publish("fer/cam0/events", b'{"type": "new"}', qos=1).wait_for_publish(timeout=10)
         assert received.get(timeout=10) == b'{"type": "new"}'
     finally:
-        for client in (dashboard, service):
-            client.disconnect()
-            client.loop_stop()
+        _close(dashboard, service)
 
 
-@pytest.mark.parametrize("protocol", list(TRANSPORTS))
-def test_password_file_locks_both_listeners(auth_broker, protocol):
-    assert _answer(auth_broker, protocol, None) == "Not authorized"
-    assert _answer(auth_broker, protocol, (MQTT_USER, "wrong")) == "Not authorized"
-    assert _answer(auth_broker, protocol, (MQTT_USER, MQTT_PASSWORD)) == "Success"
+def test_the_service_user_publishes_everything_a_fleet_gateway_sends(
+    tmp_path: Path, broker: Broker, recorders: Callable[..., Recorder]
+) -> None:
+    """The service's own publisher, logged in as compose logs it in (its password file), in a fleet: every
+    topic it writes reaches a dashboard, discovery reaches Home Assistant, and a switch reaches it."""
+    cfg = MqttConfig.model_validate({
+        "port": broker.port(), "username": "fer", "password_file": str(broker.auth.dir / "users" / "fer"),
+        "reconnect_min_s": 1, "reconnect_max_s": 1})  # fmt: skip
+    metrics = Metrics(CollectorRegistry(), ["lobby"])
+    gateway = MqttPublisher(cfg, Outbox(tmp_path / "outbox.sqlite3", 100, metrics), metrics, [("lobby", "Lobby")],
+                            "gw1")  # fmt: skip
+    gateway.set_labels(["happy", "sad"])
+    commands: list[bytes] = []
+    gateway.subscribe("fer/+/analysis/set", lambda _t, payload: commands.append(payload))
+    dashboard = recorders(broker.port(), broker.auth.login("dashboard"), ("fer/#",))
+    home_assistant = recorders(broker.port(MQTT_TLS), broker.auth.login("homeassistant"), ("homeassistant/#",),
+                               ca=broker.auth.ca)  # fmt: skip
+    gateway.start()
+    try:
+        wait_until(lambda: gateway.connected, 10, what="the service logged in")
+        gateway.publish_event(ExpressionChange(id="e1", camera="lobby", track_id=1, label="happy",
+                                               previous_label=None, score=0.9, timestamp=time.time(),
+                                               model_version=1))  # fmt: skip
+        gateway.set_model_state(GatewayModel(name="ean", version=1, sha256="0" * 64, state="serving",
+                                             timestamp=time.time()))  # fmt: skip
+        wanted = {"fer/gateways/gw1/available", "fer/gateways/gw1/cameras", "fer/gateways/gw1/model",
+                  "fer/lobby/events"}  # fmt: skip
+        dashboard.wait_for(lambda ms: wanted <= {m.topic for m in ms}, what=f"{sorted(wanted)} at the dashboard")
+        home_assistant.wait_for(lambda ms: [m for m in ms if m.topic == "homeassistant/device/fer_edge_gw1/config"],
+                                what="discovery at Home Assistant")  # fmt: skip
+        admin, _ = _client(broker, MQTT, broker.auth.login("admin"))
+        admin.publish("fer/lobby/analysis/set", b"OFF", qos=1).wait_for_publish(10)
+        _close(admin)
+        wait_until(lambda: commands == [b"OFF"], 10, what="the admin's switch at the service")
+    finally:
+        gateway.stop()

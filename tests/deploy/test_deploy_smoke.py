@@ -1,8 +1,9 @@
-"""The container's command and config, run here: the image's command on config.docker.yaml against the shipped broker.
+"""The container's command and config, run here: the image's command on config.docker.yaml against the shipped broker,
+logins, ACL and all.
 
 Only what Docker itself would change is overridden, through the same FER_ variables a user would set: loopback
-addresses and free ports instead of the compose network, temporary directories instead of the volumes, and the demo
-clip instead of /dev/video0.
+addresses and free ports instead of the compose network, temporary directories instead of the volumes (the service's
+password file among them), and the demo clip instead of /dev/video0.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.config import load_settings
+from tests.deploy.conftest import Broker, Recorder
 from tests.deploy.helpers import (
     DOCKER_CONFIG,
     REPO,
@@ -66,13 +69,14 @@ def _labels_used(expr: str) -> set[str]:
     return (grouped | matched) - {""}
 
 
-def _availability(broker_port: int, prefix: str) -> tuple[mqtt.Client, queue.Queue[str]]:
-    """A subscriber to the service's availability topic, and the states it receives in order."""
+def _availability(broker: Broker, prefix: str) -> tuple[mqtt.Client, queue.Queue[str]]:
+    """A dashboard's subscriber to the service's availability topic, and the states it receives in order."""
     states: queue.Queue[str] = queue.Queue()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*broker.auth.login("dashboard"))
     client.on_connect = lambda c, *_: c.subscribe(f"{prefix}/available", qos=1)
     client.on_message = lambda _c, _u, msg: states.put(json.loads(msg.payload)["state"])
-    client.connect("127.0.0.1", broker_port)
+    client.connect("127.0.0.1", broker.port())
     client.loop_start()
     return client, states
 
@@ -90,7 +94,24 @@ def _next_state(states: queue.Queue[str], wanted: str, timeout: float = 30) -> N
     raise AssertionError(f"availability never became {wanted!r}; saw {seen}")
 
 
-def test_image_command_serves_the_docker_config(open_broker, tmp_path: Path):
+def _switch(broker: Broker, user: str, topic: str, state: bytes) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.username_pw_set(*broker.auth.login(user))
+    client.connect("127.0.0.1", broker.port())
+    client.loop_start()
+    client.publish(topic, state, qos=1).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _analysis(recorder: Recorder, topic: str) -> str | None:
+    states = recorder.snapshot(topic)
+    return json.loads(states[-1].payload)["state"] if states else None
+
+
+def test_image_command_serves_the_docker_config(
+    broker: Broker, recorders: Callable[..., Recorder], tmp_path: Path
+) -> None:
     settings = load_settings(DOCKER_CONFIG, {})
     command = image_command(SERVICE_DOCKERFILE)
     assert command[0] == "python" and command[command.index("--config") + 1] == "/etc/fer-edge/config.yaml"
@@ -105,13 +126,17 @@ def test_image_command_serves_the_docker_config(open_broker, tmp_path: Path):
         "FER_API__HOST": "127.0.0.1",
         "FER_API__PORT": str(port),
         "FER_MQTT__HOST": "127.0.0.1",
-        "FER_MQTT__PORT": str(open_broker.port("mqtt")),
+        "FER_MQTT__PORT": str(broker.port()),
+        # Where compose mounts the mqtt-auth volume, this one's file: the service logs in as its own user.
+        "FER_MQTT__PASSWORD_FILE": str(broker.auth.dir / "users" / settings.mqtt.username),
         "FER_STATE_DIR": str(tmp_path / "state"),
         "FER_MODEL__STORE": str(store),
         "FER_CAMERAS__0__SOURCE": "demo",
         "FER_CAMERAS__0__LOOP": "true",
     }
-    watcher, states = _availability(open_broker.port("mqtt"), settings.mqtt.prefix)
+    camera = settings.cameras[0].id
+    watcher, states = _availability(broker, settings.mqtt.prefix)
+    dashboard = recorders(broker.port(), broker.auth.login("dashboard"), (f"{settings.mqtt.prefix}/#",))
     log = tmp_path / "service.log"
     with log.open("w") as out:
         process = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -137,6 +162,17 @@ def test_image_command_serves_the_docker_config(open_broker, tmp_path: Path):
             assert used <= set(labels), f"{title}: {sorted(used - set(labels))} missing from /metrics"
             available = set().union(*(labels[name] for name in used))
             assert _labels_used(expr) <= available, f"{title}: labels {sorted(_labels_used(expr) - available)}"
+
+        # End to end with its own user: the demo face's events reach a dashboard; a dashboard's switch command
+        # never reaches the service, an admin's does.
+        dashboard.wait_for(lambda ms: [m for m in ms if m.topic == f"fer/{camera}/events"], 90, what="an event")
+        state_topic, set_topic = f"fer/{camera}/analysis/state", f"fer/{camera}/analysis/set"
+        assert _analysis(dashboard, state_topic) == "ON"
+        _switch(broker, "dashboard", set_topic, b"OFF")
+        time.sleep(2.0)
+        assert _analysis(dashboard, state_topic) == "ON"
+        _switch(broker, "admin", set_topic, b"OFF")
+        dashboard.wait_for(lambda ms: _analysis(dashboard, state_topic) == "OFF", 20, what="the admin's OFF")
 
         # SIGTERM, as `docker stop` sends it: the service says `stopped` and exits within the grace period.
         grace = duration_s(compose()["services"]["fer-service"]["stop_grace_period"])

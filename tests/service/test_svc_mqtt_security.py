@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
 from service.comms.mqtt import MqttPublisher
@@ -15,7 +18,9 @@ from service.comms.outbox import Outbox
 from service.config import MqttConfig
 from service.metrics import Metrics
 from tests.service.conftest import HAVE_MOSQUITTO
-from tests.service.support import Mosquitto, Subscriber, wait_until
+from tests.service.support import Mosquitto, Subscriber, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(not HAVE_MOSQUITTO, reason="mosquitto is not installed")
 
@@ -43,10 +48,15 @@ def test_password_auth_and_refusal(tmp_path: Path) -> None:
     good = publisher(tmp_path / "good", {"port": broker.port, "username": "fer", "password": "s3cret"})
     bad = publisher(tmp_path / "bad", {"port": broker.port, "username": "fer", "password": "wrong",
                                        "client_id": "fer-bad"})  # fmt: skip
+    # The password in a file, as compose's mqtt-auth leaves it for the service (its first line).
+    (tmp_path / "fer.password").write_text("s3cret\n")
+    from_file = publisher(tmp_path / "file", {"port": broker.port, "username": "fer", "client_id": "fer-file",
+                                              "password_file": str(tmp_path / "fer.password")})  # fmt: skip
     try:
         good.start()
         bad.start()
-        wait_until(lambda: good.connected, 10, what="authenticated connect")
+        from_file.start()
+        wait_until(lambda: good.connected and from_file.connected, 10, what="authenticated connects")
         time.sleep(1.5)  # several refused attempts
         assert not bad.connected
         assert bad.metrics.registry.get_sample_value("fer_mqtt_connected") == 0
@@ -54,7 +64,32 @@ def test_password_auth_and_refusal(tmp_path: Path) -> None:
     finally:
         good.stop()
         bad.stop()
+        from_file.stop()
         broker.kill()
+
+
+def test_an_unreadable_password_file_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    """Named by its key, never with a secret, and before anything is published."""
+    missing = tmp_path / "secrets" / "fer"
+    config = {"state_dir": str(tmp_path / "state"), "api": {"port": free_port()},
+              "mqtt": {"port": free_port(), "username": "fer", "password_file": str(missing)}}  # fmt: skip
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
+    result = subprocess.run([sys.executable, "-m", "service", "--config", str(path)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert f"cannot start: mqtt.password_file {missing}: No such file or directory" in result.stderr
+    # An empty file is no password; a password given as such wins over the file (FER_MQTT__PASSWORD over compose's).
+    (tmp_path / "empty").write_text("\n")
+    cfg = MqttConfig.model_validate({"username": "fer", "password_file": str(tmp_path / "empty")})
+    with pytest.raises(OSError, match="the first line is empty"):
+        cfg.login_password()
+    cfg = MqttConfig.model_validate({"username": "fer", "password": "given", "password_file": str(missing)})
+    assert cfg.login_password() == "given"
+    with pytest.raises(ValueError, match="a password is set but username is not"):
+        MqttConfig.model_validate({"password_file": str(missing)})
 
 
 def test_tls(tmp_path: Path) -> None:
