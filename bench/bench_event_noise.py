@@ -41,7 +41,7 @@ def run(window_s: float, duration_s: float, state_dir: Path) -> tuple[int, int, 
         runtime.stop()
     assert isinstance(runtime.publisher, MemoryPublisher)
     changes = [e for e in runtime.publisher.events if e.event_type == "expression_change"]
-    tracks = runtime.pipelines[0].tracker._next_id - 1
+    tracks = runtime.cameras.pipelines[0].tracker._next_id - 1
     return len(changes), tracks, [getattr(e, "previous_label", None) for e in changes]
 
 

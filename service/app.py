@@ -33,7 +33,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.infer_limiter = anyio.CapacityLimiter(settings.api.max_concurrency)
+        app.state.infer_limiter = anyio.CapacityLimiter(settings.api.max_concurrency)
         auth.verify_limiter = anyio.CapacityLimiter(1)
         try:
             # The password first: it is printed before the port opens, and a bad file stops the start.

@@ -7,7 +7,6 @@ OpenCV writes and reads without FFmpeg.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 from collections.abc import Sequence
@@ -20,6 +19,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 DEMO_FILE = "demo-v1.avi"
+# Package data, as the shipped YuNet model is: the installed service reads it from beside this module.
+FACE_FILE = Path(__file__).resolve().parent / "assets" / "demo" / "face.jpg"
 
 
 @dataclass(frozen=True)
@@ -47,12 +48,10 @@ DEMO_SCRIPT: tuple[Segment, ...] = (
 
 
 def shipped_face() -> np.ndarray:
-    from service.demo_face import FACE_JPEG_B64
-
-    data = np.frombuffer(base64.b64decode("".join(FACE_JPEG_B64)), dtype=np.uint8)
-    face = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if face is None:  # pragma: no cover - the constant is part of the package
-        raise RuntimeError("the shipped demo face does not decode")
+    """The demo's 160×160 face (BGR); service/assets/demo/SOURCE.md says where it comes from."""
+    face = cv2.imdecode(np.frombuffer(FACE_FILE.read_bytes(), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if face is None:  # pragma: no cover - the file is part of the package
+        raise RuntimeError(f"the shipped demo face {FACE_FILE} does not decode")
     return face
 
 

@@ -9,26 +9,25 @@ are still in the outbox when the publisher flushes it.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import anyio
 from prometheus_client import CollectorRegistry
 
 from service.analysis_switch import AnalysisSwitches
+from service.cameras import CameraError, CameraRegistry
 from service.comms.base import MemoryPublisher, Publisher
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
-from service.comms.payloads import SWITCH_PAYLOADS, AnalysisState
+from service.comms.payloads import SWITCH_PAYLOADS
 from service.comms.topics import Topics
 from service.config import DEMO_SOURCE, Settings
 from service.dashboard.latency import LatencyWindow
 from service.dashboard.relay import EventRelay
 from service.demo import ensure_demo_clip
 from service.fleet import ModelSync
-from service.inference import ImageAnalyser
+from service.infer.analysis import ImageAnalyser
 from service.metrics import Metrics
 from service.models import LoadedModel, ModelManager
 from service.pipeline.runner import CameraPipeline
@@ -52,16 +51,13 @@ class Runtime:
         # Built in start(): it opens the outbox file, and construction must not touch the disk.
         self.publisher: Publisher = MemoryPublisher()
         self.analyser = ImageAnalyser(settings.detector, settings.api)
-        self.pipelines: list[CameraPipeline] = []
-        self.switches: AnalysisSwitches | None = None
+        self.cameras = CameraRegistry(settings.cameras)
         # One thread applies switch commands in arrival order: pausing joins the camera's threads,
         # which must not happen on the broker's network thread.
         self._switching = ThreadPoolExecutor(1, thread_name_prefix="analysis-switch")
-        self._switch_lock = threading.Lock()
         self.latency = LatencyWindow(self.registry)
         # The dashboard's subscriber: built in start(), none when MQTT is off.
         self.relay: EventRelay | None = None
-        self.infer_limiter: anyio.CapacityLimiter | None = None
         self.started_at: float | None = None
         self._stopped = False
 
@@ -88,16 +84,14 @@ class Runtime:
         if self.sync is not None:
             self.sync.bootstrap()
         self.models.load_initial()
-        self.switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
+        switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
         self.publisher = self._make_publisher()
         self.publisher.set_labels(self.models.require().labels)
         if isinstance(self.publisher, MqttPublisher):
             if self.sync is not None:
                 self.sync.attach(self.publisher)
             self.publisher.subscribe(self.publisher.topics.analysis_set_any, self._on_analysis_message)
-        # A command that comes with the first connection waits on this lock for its camera,
-        # instead of being lost while the pipelines are still being built.
-        with self._switch_lock:
+        with self.cameras.opening(switches, self.publisher):
             self.publisher.start()
             if isinstance(self.publisher, MqttPublisher):
                 self.relay = EventRelay(s.mqtt, f"{self.publisher.client_id}-dashboard")
@@ -107,12 +101,11 @@ class Runtime:
         if self.sync is not None:
             self.sync.start()
         self.started_at = time.time()
-        logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.pipelines), s.model.name,
+        logger.info("fer-edge started: %s camera(s), model %s v%s", len(self.cameras.pipelines), s.model.name,
                     self.models.require().version)  # fmt: skip
 
     def _start_pipelines(self) -> None:
         s = self.settings
-        assert self.switches is not None
         for cam in s.cameras:
             if not cam.enabled:
                 continue
@@ -128,33 +121,12 @@ class Runtime:
                 reconnect_min_s=cam.reconnect_min_s,
                 reconnect_max_s=cam.reconnect_max_s,
             )
-            self.pipelines.append(pipeline)
-            self._apply_analysis(pipeline, self.switches.is_on(cam.id))
+            self.cameras.add(pipeline)
 
     def _resolve_source(self, source: int | str) -> int | str:
         if source != DEMO_SOURCE:
             return source
         return str(ensure_demo_clip(self.settings.state_dir))
-
-    def _apply_analysis(self, pipeline: CameraPipeline, on: bool) -> AnalysisState:
-        if on:
-            pipeline.start()
-        else:
-            pipeline.pause()
-        state = AnalysisState(camera=pipeline.cam.id, state="ON" if on else "OFF", timestamp=time.time())
-        self.publisher.set_analysis_state(state)
-        return state
-
-    def set_analysis(self, camera: str, on: bool) -> AnalysisState:
-        """Switch a camera's analysis; the choice is on disk before it takes effect. KeyError: no such camera."""
-        with self._switch_lock:
-            pipeline = next((p for p in self.pipelines if p.cam.id == camera), None)
-            if pipeline is None or self.switches is None or self._stopped:
-                raise KeyError(camera)
-            self.switches.set(camera, on)
-            state = self._apply_analysis(pipeline, on)
-        logger.info("camera %s: analysis %s", camera, state.state)
-        return state
 
     def _on_analysis_message(self, topic: str, payload: bytes) -> None:
         """``<prefix>/<camera>/analysis/set``, on the broker's network thread: parse, then hand over."""
@@ -169,8 +141,8 @@ class Runtime:
 
         def apply() -> None:
             try:
-                self.set_analysis(camera, on)
-            except KeyError:
+                self.cameras.set_analysis(camera, on)
+            except CameraError:
                 pass
             except Exception:
                 logger.exception("camera %s: switching analysis failed", camera)
@@ -183,14 +155,14 @@ class Runtime:
     def stop(self) -> None:
         if self._stopped:
             return
-        with self._switch_lock:
-            self._stopped = True
+        self._stopped = True
+        self.cameras.close()
         self._switching.shutdown(wait=True, cancel_futures=True)
         # Stop all, then join all: N cameras take one timeout to stop, not N.
-        for pipeline in self.pipelines:
+        for pipeline in self.cameras.pipelines:
             pipeline.request_stop()
         deadline = time.monotonic() + 5.0
-        for pipeline in self.pipelines:
+        for pipeline in self.cameras.pipelines:
             try:
                 pipeline.join(deadline)
             except Exception:

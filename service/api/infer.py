@@ -9,11 +9,11 @@ import uuid
 import anyio
 from fastapi import APIRouter, Request, Response
 
-from service.api.deps import RuntimeDep
+from service.api.deps import AnalyserDep, InferLimiterDep, MetricsDep, ModelsDep
 from service.api.errors import ApiError
 from service.api.schemas import FaceBox, FaceOut, ImageInfo, InferResponse, ModelRef
 from service.api.upload import check_media_type, extract_image, media_type
-from service.inference import Analysis
+from service.infer.analysis import Analysis
 from service.models import LoadedModel
 
 router = APIRouter()
@@ -21,7 +21,14 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @router.post("/infer", response_model=InferResponse)
-async def infer(request: Request, response: Response, runtime: RuntimeDep) -> InferResponse:
+async def infer(
+    request: Request,
+    response: Response,
+    models: ModelsDep,
+    analyser: AnalyserDep,
+    limiter: InferLimiterDep,
+    metrics: MetricsDep,
+) -> InferResponse:
     started = time.perf_counter()
     given = request.headers.get("x-request-id", "")
     request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
@@ -31,17 +38,17 @@ async def infer(request: Request, response: Response, runtime: RuntimeDep) -> In
     body = await request.body()
     read_s = time.perf_counter() - started
     # Read the model once: this request finishes on this version even if a swap happens now.
-    model = runtime.models.current
+    model = models.current
     if model is None:
         raise ApiError(503, "not_ready", "no model is loaded yet")
 
     def work(raw: bytes, served: LoadedModel) -> Analysis:
         # Parsing a multipart or base64 body of up to the limit is CPU work: not on the event loop.
-        return runtime.analyser.analyse(extract_image(raw, mime, params), served)
+        return analyser.analyse(extract_image(raw, mime, params), served)
 
-    analysis = await anyio.to_thread.run_sync(work, body, model, limiter=runtime.infer_limiter)
+    analysis = await anyio.to_thread.run_sync(work, body, model, limiter=limiter)
     del body
-    m = runtime.metrics.infer_seconds
+    m = metrics.infer_seconds
     m.labels("read").observe(read_s)
     for stage, seconds in analysis.timings_s.items():
         m.labels(stage).observe(seconds)

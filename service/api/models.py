@@ -7,12 +7,10 @@ from typing import Any
 import anyio
 from fastapi import APIRouter
 
-from model_store import StoreError
-from service.api.deps import AdminDep, RuntimeDep
+from service.api.deps import AdminDep, ModelsDep
 from service.api.errors import ApiError
 from service.api.schemas import PromoteRequest, RollbackRequest
-from service.models import LoadedModel, PromoteError, ReloadResult
-from service.runtime import Runtime
+from service.models import LoadedModel
 
 router = APIRouter()
 
@@ -30,17 +28,9 @@ def accuracy(model: LoadedModel) -> dict[str, float | None]:
 
 
 @router.get("/models")
-def models(runtime: RuntimeDep) -> dict[str, Any]:
-    mgr = runtime.models
+def models(mgr: ModelsDep) -> dict[str, Any]:
     model = mgr.current
-    try:
-        aliases = mgr.store.aliases(mgr.cfg.name)
-        versions = mgr.store.versions(mgr.cfg.name)
-    except StoreError as exc:
-        aliases, versions = {}, []
-        store_error: str | None = str(exc)
-    else:
-        store_error = None
+    listing = mgr.listing()
     served = None
     if model is not None:
         m = model.manifest
@@ -61,45 +51,33 @@ def models(runtime: RuntimeDep) -> dict[str, Any]:
             "loaded_at": model.loaded_at,
         }
     return {
-        "name": mgr.cfg.name,
-        "alias": mgr.cfg.alias,
+        "name": mgr.name,
+        "alias": mgr.alias,
         "served": served,
-        "aliases": aliases,
-        "versions": versions,
+        "aliases": listing.aliases,
+        "versions": listing.versions,
         "last_reload": mgr.last_result.model_dump() if mgr.last_result else None,
-        "store_error": store_error,
+        "store_error": listing.error,
     }
 
 
-def _reload_or_raise(result: ReloadResult) -> dict[str, Any]:
+@router.post("/models/reload")
+async def reload(mgr: ModelsDep, _: AdminDep) -> dict[str, Any]:
+    result = await anyio.to_thread.run_sync(lambda: mgr.check(force=True))
     if result.result == "failed":
         raise ApiError(422, "reload_failed", f"still serving v{result.version}: {result.error}")
     return result.model_dump()
 
 
-async def _reload(runtime: Runtime) -> ReloadResult:
-    return await anyio.to_thread.run_sync(lambda: runtime.models.check(force=True))
-
-
-@router.post("/models/reload")
-async def reload(runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
-    return _reload_or_raise(await _reload(runtime))
-
-
 @router.post("/models/promote")
-async def promote(body: PromoteRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
-    """Point an alias at a version once it verifies, loads and warms up; swaps when it is served."""
-    try:
-        moved = await anyio.to_thread.run_sync(runtime.models.promote, body.version, body.alias)
-    except PromoteError as exc:
-        raise ApiError(422, exc.code, str(exc)) from None
+async def promote(body: PromoteRequest, mgr: ModelsDep, _: AdminDep) -> dict[str, Any]:
+    """Point an alias at a version once it verifies, loads and warms up; swaps when it is served.
+    A refusal is a PromoteError, answered by service/api/errors.py."""
+    moved = await anyio.to_thread.run_sync(mgr.promote, body.version, body.alias)
     return moved.model_dump()
 
 
 @router.post("/models/rollback")
-async def rollback(body: RollbackRequest, runtime: RuntimeDep, _: AdminDep) -> dict[str, Any]:
-    try:
-        moved = await anyio.to_thread.run_sync(runtime.models.rollback, body.alias)
-    except PromoteError as exc:
-        raise ApiError(422, exc.code, str(exc)) from None
+async def rollback(body: RollbackRequest, mgr: ModelsDep, _: AdminDep) -> dict[str, Any]:
+    moved = await anyio.to_thread.run_sync(mgr.rollback, body.alias)
     return moved.model_dump()

@@ -18,8 +18,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from service import __version__
 from service.api.auth import auth_of, principal_of
-from service.api.deps import RuntimeDep
-from service.api.health import cameras
+from service.api.deps import BrokerDep, CamerasDep, LatencyDep, ModelsDep, ReadyDep, RelayDep, SettingsDep
 from service.api.models import accuracy
 from service.dashboard.history import WINDOW_S
 
@@ -38,8 +37,16 @@ def index() -> FileResponse:
 
 
 @router.get("/dashboard/state")
-def state(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
-    model = runtime.models.current
+def state(
+    request: Request,
+    models: ModelsDep,
+    ready: ReadyDep,
+    broker: BrokerDep,
+    cameras: CamerasDep,
+    latency: LatencyDep,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    model = models.current
     served = None
     if model is not None:
         served = {
@@ -50,19 +57,15 @@ def state(request: Request, runtime: RuntimeDep) -> dict[str, Any]:
             "accuracy": accuracy(model),
             "sha256": model.sha256,
         }
-    if not runtime.settings.mqtt.enabled:
-        broker = "disabled"
-    else:
-        broker = "connected" if runtime.publisher.connected else "disconnected"
     return {
         "service_version": __version__,
-        "ready": runtime.ready,
-        "mqtt": {"state": broker, "prefix": runtime.settings.mqtt.prefix},
+        "ready": ready,
+        "mqtt": {"state": broker, "prefix": settings.mqtt.prefix},
         # Whether the switch can work from this page: with the page's session, or with a token typed in.
-        "admin": runtime.settings.api.token is not None or principal_of(request).session is not None,
+        "admin": auth_of(request).token is not None or principal_of(request).session is not None,
         "model": served,
-        "cameras": cameras(runtime)["cameras"],
-        "latency": runtime.latency.summary(),
+        "cameras": cameras.listing(),
+        "latency": latency.summary(),
     }
 
 
@@ -71,9 +74,7 @@ def _sse(item: dict[str, Any]) -> str:
 
 
 @router.get("/dashboard/stream")
-async def stream(request: Request, runtime: RuntimeDep) -> StreamingResponse:
-    relay = runtime.relay
-
+async def stream(request: Request, relay: RelayDep) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         yield f"retry: {_RETRY_MS}\n\n"
         if relay is None:

@@ -16,6 +16,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -35,18 +37,48 @@ class ReloadResult(BaseModel):
     error: str | None = None
 
 
-class PromoteError(Exception):
-    """A promotion or rollback refused; the alias did not move. ``code`` is the API error code."""
+class Refusal(Enum):
+    """Why a promotion or rollback was refused. The HTTP answer to each is chosen at the API edge
+    (service/api/errors.py)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    UNKNOWN_VERSION = "unknown_version"
+    """The store has no such version."""
+    UNVERIFIED = "unverified"
+    """The version fails the store's verification: a file missing, or not matching its recorded sha256."""
+    NO_TARGET = "no_target"
+    """A rollback with nothing to go back to: the alias, or an earlier version in its history, is missing
+    or unreadable."""
+    UNSERVABLE = "unservable"
+    """The version would not load or warm up."""
+    STORE_REFUSED = "store_refused"
+    """The store could not move the alias."""
+
+
+Operation = Literal["promote", "rollback"]
+
+
+class PromoteError(Exception):
+    """A promotion or rollback refused; the alias did not move."""
+
+    def __init__(self, operation: Operation, kind: Refusal, message: str) -> None:
         super().__init__(message)
-        self.code = code
+        self.operation = operation
+        self.kind = kind
 
 
 class AliasMove(BaseModel):
     alias: str
     version: int
     reload: ReloadResult | None = Field(None, description="set when the alias is the served one")
+
+
+@dataclass(frozen=True)
+class StoreListing:
+    """The served name's aliases and versions in the store; ``error`` when the store could not be read."""
+
+    aliases: dict[str, int] = field(default_factory=dict)
+    versions: list[int] = field(default_factory=list)
+    error: str | None = None
 
 
 class ModelManager:
@@ -72,6 +104,24 @@ class ModelManager:
     @property
     def current(self) -> LoadedModel | None:
         return self._current
+
+    @property
+    def name(self) -> str:
+        """The model name served from the store."""
+        return self.cfg.name
+
+    @property
+    def alias(self) -> str:
+        """The alias whose version is served."""
+        return self.cfg.alias
+
+    def listing(self) -> StoreListing:
+        """What the store holds for the served name; a store that cannot be read is reported, not raised,
+        since the served model is still answering."""
+        try:
+            return StoreListing(self.store.aliases(self.cfg.name), self.store.versions(self.cfg.name))
+        except StoreError as exc:
+            return StoreListing(error=str(exc))
 
     def require(self) -> LoadedModel:
         model = self._current
@@ -193,11 +243,11 @@ class ModelManager:
             try:
                 self.store.version_dir(name, version)
             except StoreError as exc:
-                raise PromoteError("unknown_version", str(exc)) from None
+                raise PromoteError("promote", Refusal.UNKNOWN_VERSION, str(exc)) from None
             problems = self.store.verify(name, version)
             if problems:
-                raise PromoteError("verify_failed", f"v{version} refused: {'; '.join(problems[:3])}")
-            return self._move(alias, version, lambda: self.store.set_alias(name, alias, version), "promote_failed")
+                raise PromoteError("promote", Refusal.UNVERIFIED, f"v{version} refused: {'; '.join(problems[:3])}")
+            return self._move("promote", alias, version, lambda: self.store.set_alias(name, alias, version))
 
     def rollback(self, alias: str) -> AliasMove:
         """Point ``alias`` back at its previous version, once that version loads and warms up."""
@@ -206,10 +256,10 @@ class ModelManager:
             try:
                 version = self.store.rollback_target(name, alias)
             except StoreError as exc:
-                raise PromoteError("rollback_failed", str(exc)) from None
-            return self._move(alias, version, lambda: self.store.rollback(name, alias), "rollback_failed")
+                raise PromoteError("rollback", Refusal.NO_TARGET, str(exc)) from None
+            return self._move("rollback", alias, version, lambda: self.store.rollback(name, alias))
 
-    def _move(self, alias: str, version: int, move: Callable[[], object], code: str) -> AliasMove:
+    def _move(self, operation: Operation, alias: str, version: int, move: Callable[[], object]) -> AliasMove:
         served = alias == self.cfg.alias
         current = self._current
         model = None
@@ -217,13 +267,14 @@ class ModelManager:
             try:
                 model = self._load(version)
             except (ModelLoadError, StoreError) as exc:
-                logger.error("%s of %s:%s to v%s refused, alias not moved: %s", code.split("_")[0],
+                logger.error("%s of %s:%s to v%s refused, alias not moved: %s", operation,
                              self.cfg.name, alias, version, exc)  # fmt: skip
-                raise PromoteError(code, f"v{version} refused, {alias} not moved: {exc}") from None
+                message = f"v{version} refused, {alias} not moved: {exc}"
+                raise PromoteError(operation, Refusal.UNSERVABLE, message) from None
         try:
             move()
         except StoreError as exc:
-            raise PromoteError(code, str(exc)) from None
+            raise PromoteError(operation, Refusal.STORE_REFUSED, str(exc)) from None
         if not served:
             return AliasMove(alias=alias, version=version)
         previous = current.version if current else None
@@ -233,7 +284,7 @@ class ModelManager:
         else:
             self._swap(model)
             self._failed_version = None
-            logger.info("swapped %s v%s -> v%s (%s)", self.cfg.name, previous, version, code.split("_")[0])
+            logger.info("swapped %s v%s -> v%s (%s)", self.cfg.name, previous, version, operation)
             if self.metrics is not None:
                 self.metrics.model_reloads.labels("swapped").inc()
             self.last_result = ReloadResult(result="swapped", version=version, previous_version=previous)

@@ -84,7 +84,7 @@ def test_mqtt_switch_stops_analysis_releases_the_stream_and_survives_a_restart(
     runtime = Runtime(camera_settings)
     runtime.start()
     try:
-        pipeline = runtime.pipelines[0]
+        pipeline = runtime.cameras.pipelines[0]
         wait_until(lambda: pipeline.frames > 5, 30, what="frames analysed")
         sub.wait_for(lambda ms: retained_state(sub, "cam1") == "ON", what="analysis ON at start")
         assert capture_alive("cam1")
@@ -119,7 +119,7 @@ def test_mqtt_switch_stops_analysis_releases_the_stream_and_survives_a_restart(
     runtime = Runtime(camera_settings)
     runtime.start()
     try:
-        pipeline = runtime.pipelines[0]
+        pipeline = runtime.cameras.pipelines[0]
         sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="analysis OFF after the restart")
         time.sleep(1.0)
         assert not pipeline.analysing and pipeline.frames == 0 and not capture_alive("cam1")
@@ -146,7 +146,7 @@ def test_a_command_waiting_on_the_broker_at_start_is_applied(camera_settings: Se
     runtime.start()
     try:
         sub.wait_for(lambda ms: retained_state(sub, "cam1") == "OFF", what="the waiting OFF applied")
-        wait_until(lambda: not runtime.pipelines[0].analysing, 10, what="analysis stopped")
+        wait_until(lambda: not runtime.cameras.pipelines[0].analysing, 10, what="analysis stopped")
     finally:
         runtime.stop()
         sub.close()

@@ -14,8 +14,8 @@ from model_store import ModelStore
 from service.comms.base import MemoryPublisher
 from service.config import ApiConfig, CameraConfig, DetectorConfig, DetectSize, Settings
 from service.demo import DEMO_SCRIPT, background, render, shipped_face
-from service.imaging import decode_image
-from service.inference import ImageAnalyser
+from service.infer.analysis import ImageAnalyser
+from service.infer.imaging import decode_image
 from service.metrics import Metrics
 from service.models import ModelManager, load_version
 from service.pipeline.capture import Frame

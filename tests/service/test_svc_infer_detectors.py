@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from model_store import ModelStore
-from service import inference
 from service.config import ApiConfig, DetectorConfig
-from service.inference import ImageAnalyser
+from service.infer import analysis
+from service.infer.analysis import ImageAnalyser
 from service.models import load_version
 from service.pipeline.detect import DetectorError
 from service.pipeline.yunet import YuNetSession
@@ -55,6 +55,6 @@ def test_a_detector_that_cannot_load_still_fails_where_it_did(tmp_path: Path, mo
     # Built lazily then: the cameras' start-up (or the request) reports it, in one line.
     bad = DetectorConfig(kind="yunet", yunet_model=tmp_path / "missing.onnx")
     analyser = ImageAnalyser(bad, ApiConfig())
-    monkeypatch.setattr(inference, "decode_planned", lambda data, plan: one_face_frame())
+    monkeypatch.setattr(analysis, "decode_planned", lambda data, plan: one_face_frame())
     with pytest.raises(DetectorError, match="does not exist"):
         analyser.analyse(encode(one_face_frame()), None)  # type: ignore[arg-type]

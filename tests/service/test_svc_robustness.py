@@ -166,7 +166,7 @@ def test_a_tiny_jpeg_claiming_6000x6000_is_decoded_reduced() -> None:
     """Peak memory of decoding it in a fresh interpreter: the full size would cost over 100 MB."""
     code = f"""
 import resource
-from service.imaging import decode_image
+from service.infer.imaging import decode_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 image, header, _ = decode_image({_claimed_jpeg(6000, 6000)!r}, max_pixels=40_000_000, max_side=16384, want_side=1280)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -192,7 +192,7 @@ def test_reduced_decode_reports_boxes_in_the_original_image(settings: Settings) 
 
 
 def test_decoded_pixels_in_flight_are_bounded_across_requests(make_settings: Callable[..., Settings]) -> None:
-    from service.imaging import PixelBudget
+    from service.infer.imaging import PixelBudget
 
     budget = PixelBudget(100)
     order: list[str] = []

@@ -33,11 +33,11 @@ def test_cameras_stop_together_and_a_stuck_worker_is_left_alone(
     try:
         time.sleep(1.0)
         with caplog.at_level(logging.ERROR):
-            for p in runtime.pipelines:
+            for p in runtime.cameras.pipelines:
                 p.request_stop()
             started = time.monotonic()
             deadline = started + 2.0
-            for p in runtime.pipelines:
+            for p in runtime.cameras.pipelines:
                 p.join(deadline)
             elapsed = time.monotonic() - started
         # One deadline for all: one at a time, three stuck workers would take three timeouts.
@@ -45,7 +45,7 @@ def test_cameras_stop_together_and_a_stuck_worker_is_left_alone(
         stuck = [r for r in caplog.records if "worker still running" in r.getMessage()]
         assert len(stuck) == 3
         other.execute("ROLLBACK")
-        for p in runtime.pipelines:
+        for p in runtime.cameras.pipelines:
             for t in p._threads:
                 t.join(20)
                 assert not t.is_alive()

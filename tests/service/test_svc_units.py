@@ -14,11 +14,14 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from service.api.errors import CoreError, from_core
+from service.cameras import CameraError, CameraProblem
 from service.comms.outbox import Outbox
 from service.comms.payloads import AnomalyEvent, ExpressionChange
 from service.config import RulesConfig, TrackingConfig
-from service.imaging import ImageError, decode_image, read_header
+from service.infer.imaging import ImageError, ImageProblem, decode_image, read_header
 from service.metrics import Metrics
+from service.models import PromoteError, Refusal
 from service.pipeline.detect import Box
 from service.pipeline.rules import RuleEngine
 from service.pipeline.track import IouTracker, Track
@@ -59,21 +62,21 @@ def test_headers_give_the_real_size(ext: str, params: list[int]) -> None:
 def test_decompression_bomb_is_refused_from_the_header() -> None:
     with pytest.raises(ImageError) as info:
         decode_image(png_header(30000, 30000), max_pixels=40_000_000, max_side=16384)
-    assert (info.value.status, info.value.code) == (413, "image_too_large")
+    assert info.value.kind is ImageProblem.TOO_LARGE
 
 
 def test_truncated_and_garbage_images() -> None:
     jpeg = encode(one_face_frame())
     with pytest.raises(ImageError) as info:
         decode_image(jpeg[: len(jpeg) // 2], max_pixels=10**8, max_side=10**5)
-    assert (info.value.status, info.value.code) == (422, "invalid_image")
+    assert info.value.kind is ImageProblem.INVALID
     with pytest.raises(ImageError) as info:
         decode_image(b"\x00garbage" * 100, max_pixels=10**8, max_side=10**5)
-    assert (info.value.status, info.value.code) == (415, "unsupported_image_format")
+    assert info.value.kind is ImageProblem.UNSUPPORTED_FORMAT
     png = encode(one_face_frame(), ".png")
     with pytest.raises(ImageError) as info:
         decode_image(png[:200], max_pixels=10**8, max_side=10**5)
-    assert info.value.status == 422
+    assert info.value.kind is ImageProblem.INVALID
 
 
 def lying_png() -> bytes:
@@ -87,13 +90,13 @@ def lying_png() -> bytes:
 # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forked parent (pytest) across exec.
 _DECODE_PEAK = """
 import re, sys
-from service.imaging import ImageError, decode_image
+from service.infer.imaging import ImageError, decode_image
 data = sys.stdin.buffer.read()
 try:
     decode_image(data, max_pixels=40_000_000, max_side=16384)
     print("decoded", end=" ")
 except ImageError as exc:
-    print(exc.status, exc.code, end=" ")
+    print(exc.kind.value, end=" ")
 with open("/proc/self/status") as f:
     print(int(re.search(r"VmHWM:\\s+(\\d+) kB", f.read()).group(1)) // 1024)
 """
@@ -105,13 +108,13 @@ def test_a_png_whose_chunk_lies_about_its_length_is_refused_before_the_decoder()
     assert len(data) == 67
     with pytest.raises(ImageError) as info:
         decode_image(data, max_pixels=40_000_000, max_side=16384)
-    assert (info.value.status, info.value.code) == (422, "invalid_image")
-    assert "claims 1778384908 bytes" in info.value.message
+    assert info.value.kind is ImageProblem.INVALID
+    assert "claims 1778384908 bytes" in str(info.value)
     # The peak memory of a process that gets it, as the service's decode path does.
     proc = subprocess.run([sys.executable, "-c", _DECODE_PEAK], input=data, capture_output=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[2])
-    status, code, peak_mib = proc.stdout.decode().split()
-    assert (status, code) == ("422", "invalid_image") and int(peak_mib) < 300, proc.stdout
+    kind, peak_mib = proc.stdout.decode().split()
+    assert kind == ImageProblem.INVALID.value and int(peak_mib) < 300, proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -127,7 +130,7 @@ def test_png_chunks_must_be_whole_and_intact(damage: Callable[[bytes], bytes], w
     assert decode_image(png, max_pixels=10**8, max_side=10**5)[0].shape[:2] == one_face_frame().shape[:2]
     with pytest.raises(ImageError, match=why) as info:
         decode_image(damage(png), max_pixels=10**8, max_side=10**5)
-    assert info.value.status == 422
+    assert info.value.kind is ImageProblem.INVALID
 
 
 def test_a_webp_whose_sizes_lie_is_refused_before_the_decoder() -> None:
@@ -137,7 +140,39 @@ def test_a_webp_whose_sizes_lie_is_refused_before_the_decoder() -> None:
     for lie in (webp[:4] + huge + webp[8:], webp[:16] + huge + webp[20:]):
         with pytest.raises(ImageError, match=r"claims .* than the data holds") as info:
             decode_image(lie, max_pixels=10**8, max_side=10**5)
-        assert info.value.status == 422
+        assert info.value.kind is ImageProblem.INVALID
+
+
+# -- the HTTP answers to the core's errors ----------------------------------------------------------
+
+# What each kind has answered since before the core had kinds (the HTTP tests pin some end to end).
+CORE_ANSWERS: list[tuple[CoreError, int, str]] = [
+    (ImageError(ImageProblem.UNSUPPORTED_FORMAT, "m"), 415, "unsupported_image_format"),
+    (ImageError(ImageProblem.INVALID, "m"), 422, "invalid_image"),
+    (ImageError(ImageProblem.TOO_LARGE, "m"), 413, "image_too_large"),
+    (CameraError(CameraProblem.UNKNOWN, "m"), 404, "unknown_camera"),
+    (CameraError(CameraProblem.DISABLED, "m"), 409, "camera_disabled"),
+    (CameraError(CameraProblem.NOT_RUNNING, "m"), 503, "unavailable"),
+    (PromoteError("promote", Refusal.UNKNOWN_VERSION, "m"), 422, "unknown_version"),
+    (PromoteError("promote", Refusal.UNVERIFIED, "m"), 422, "verify_failed"),
+    (PromoteError("promote", Refusal.UNSERVABLE, "m"), 422, "promote_failed"),
+    (PromoteError("promote", Refusal.STORE_REFUSED, "m"), 422, "promote_failed"),
+    (PromoteError("rollback", Refusal.NO_TARGET, "m"), 422, "rollback_failed"),
+    (PromoteError("rollback", Refusal.UNSERVABLE, "m"), 422, "rollback_failed"),
+    (PromoteError("rollback", Refusal.STORE_REFUSED, "m"), 422, "rollback_failed"),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "code"), CORE_ANSWERS)
+def test_each_kind_of_core_error_keeps_its_http_answer(error: CoreError, status: int, code: str) -> None:
+    answer = from_core(error)
+    assert (answer.status, answer.code, answer.message) == (status, code, "m")
+
+
+def test_every_kind_of_core_error_has_an_answer() -> None:
+    # A kind added without an entry in service/api/errors.py would answer a 500.
+    covered = {error.kind for error, _, _ in CORE_ANSWERS}
+    assert covered == {*ImageProblem, *CameraProblem, *Refusal}
 
 
 # -- tracker ----------------------------------------------------------------------------------------

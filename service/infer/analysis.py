@@ -1,4 +1,4 @@
-"""One still image through detect -> crop -> classify, for POST /infer (pure: no HTTP, no metrics)."""
+"""One still image through decode -> detect -> crop -> classify (pure: no HTTP, no metrics)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from service.config import ApiConfig, DetectorConfig
-from service.imaging import ImageError, PixelBudget, decode_planned, plan_decode
+from service.infer.imaging import ImageError, ImageProblem, PixelBudget, decode_planned, plan_decode
 from service.models import LoadedModel
 from service.pipeline.classify import classify
 from service.pipeline.detect import Box, DetectorError, FaceDetector, detect_scaled, make_detector
@@ -80,8 +80,7 @@ class ImageAnalyser:
         header = plan.header
         if plan.pixels > self.budget.capacity:
             raise ImageError(
-                413,
-                "image_too_large",
+                ImageProblem.TOO_LARGE,
                 f"{header.width}x{header.height} decodes to {plan.pixels} pixels, more than the "
                 f"{self.budget.capacity} the service decodes at once",
             )

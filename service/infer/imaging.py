@@ -1,4 +1,4 @@
-"""Image decoding for POST /infer with the checks that must come before the decoder.
+"""Image decoding for the /infer path, with the checks that must come before the decoder.
 
 The format is taken from the bytes (not the client's content type) and the dimensions are read
 from the header, so a 30000×30000 PNG of a few kilobytes is refused before it can expand into
@@ -16,19 +16,29 @@ import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 
 import cv2
 import numpy as np
 
 
-class ImageError(Exception):
-    """A client-side image problem; ``status`` and ``code`` go into the typed error body."""
+class ImageProblem(Enum):
+    """Why an image is refused. The HTTP answer to each is chosen at the API edge (service/api/errors.py)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    """Its bytes are not a JPEG, PNG or WebP, whatever the request said they were."""
+    INVALID = "invalid"
+    """Corrupt or truncated, or it decodes to other than what its header says."""
+    TOO_LARGE = "too_large"
+    """Over the size limits, or more decoded pixels than the service holds at once."""
+
+
+class ImageError(Exception):
+    """An image the service will not analyse: ``kind`` says why, the message says what was found."""
+
+    def __init__(self, kind: ImageProblem, message: str) -> None:
         super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def _corrupt(fmt: str, why: str) -> ImageError:
-    return ImageError(422, "invalid_image", f"the {fmt.upper()} data is corrupt or truncated: {why}")
+    return ImageError(ImageProblem.INVALID, f"the {fmt.upper()} data is corrupt or truncated: {why}")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:
@@ -135,7 +145,7 @@ def _check_png_chunks(data: bytes) -> None:
 def read_header(data: bytes) -> ImageHeader:
     fmt = sniff_format(data)
     if fmt is None:
-        raise ImageError(415, "unsupported_image_format", "the data is not a JPEG, PNG or WebP image")
+        raise ImageError(ImageProblem.UNSUPPORTED_FORMAT, "the data is not a JPEG, PNG or WebP image")
     if fmt == "png":
         if len(data) < 24 or data[12:16] != b"IHDR":
             raise _corrupt("png", "no IHDR header")
@@ -203,8 +213,7 @@ def plan_decode(data: bytes, *, max_pixels: int, max_side: int, want_side: int |
     header = read_header(data)
     if header.width > max_side or header.height > max_side or header.width * header.height > max_pixels:
         raise ImageError(
-            413,
-            "image_too_large",
+            ImageProblem.TOO_LARGE,
             f"{header.width}x{header.height} exceeds the limit of {max_pixels} pixels or {max_side} per side",
         )
     check_complete(header.format, data)
