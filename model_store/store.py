@@ -97,11 +97,11 @@ class ModelStore:
             version = int(ref)
             self.version_dir(name, version)
             return version
-        version = self.aliases(name).get(str(ref))
-        if version is None:
+        aliased = self.aliases(name).get(str(ref))
+        if aliased is None:
             raise StoreError(f"model {name!r} has no alias {ref!r}")
-        self.version_dir(name, version)
-        return version
+        self.version_dir(name, aliased)
+        return aliased
 
     def _read_alias_file(self, name: str) -> dict[str, dict]:
         path = self._model_dir(name) / ALIASES_FILE
@@ -264,6 +264,7 @@ class ModelStore:
             data = self._read_alias_file(name)
             entry = data.get(alias)
             previous = _previous(name, alias, entry)
+            assert entry is not None  # _previous refused a missing alias
             self.version_dir(name, previous)
             entry["history"] = entry["history"][: len(entry["history"]) - 1]
             if not entry["history"] or entry["history"][-1] != previous:

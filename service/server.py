@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -31,7 +31,13 @@ def _raw_response(status: str, code: str, message: str) -> bytes:
     return head.encode() + body
 
 
-class ConnectionGuard:
+if TYPE_CHECKING:  # what the mixin is mixed into: both protocols have H11Protocol's attributes
+    _Protocol = H11Protocol
+else:
+    _Protocol = object
+
+
+class ConnectionGuard(_Protocol):
     """Mixed into uvicorn's httptools or h11 protocol: both keep ``cycle``, ``connections``, ``loop``
     and ``transport``, and call ``on_response_complete`` after each response."""
 
@@ -43,7 +49,7 @@ class ConnectionGuard:
         self._header_deadline: asyncio.TimerHandle | None = None
         self._got_bytes = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's own
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             message = f"more than {self.max_connections} open connections; retry later"
@@ -117,6 +123,7 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
         lifespan="on",
         log_level=settings.log_level.lower(),
         access_log=False,
-        timeout_keep_alive=api.keepalive_timeout_s,
+        # uvicorn's hint says int, but it only hands the value to loop.call_later: fractions work.
+        timeout_keep_alive=api.keepalive_timeout_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=5,
     )

@@ -83,7 +83,8 @@ def export_onnx(model: nn.Module, path: Path, labels: list[str], in_size: int, p
 
 
 def copy_to_cpu(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
+    # Module.to's stub lacks memory_format, which torch documents and accepts.
+    return copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: np.ndarray, *, stem_in_float: bool = True) -> None:

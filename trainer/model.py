@@ -22,6 +22,9 @@ def _scaled(c: int, mult: float) -> int:
 
 
 class EAN(nn.Module):
+    _scale: torch.Tensor  # buffers, registered below
+    _shift: torch.Tensor
+
     def __init__(self, cfg: EANConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -75,7 +78,7 @@ def count_macs(model: nn.Module, in_size: int = 48) -> int:
     """Multiply-accumulates of one forward pass on one face (convolutions and linear layers)."""
     macs = 0
 
-    def conv_hook(m: nn.Module, _inp: tuple, out: torch.Tensor) -> None:
+    def conv_hook(m: nn.Conv1d | nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
         nonlocal macs
         kernel = m.weight.shape[1] * int(torch.tensor(m.weight.shape[2:]).prod())
         macs += out[0].numel() * kernel  # per output element: (C_in / groups) × kernel area

@@ -87,8 +87,12 @@ def augment(x: torch.Tensor, gen: torch.Generator, aug: AugmentConfig) -> torch.
     return x.clamp_(0, 255)
 
 
+# What scores faces, and so can teach: a student, or published versions (one, or an ensemble of them).
+Teacher = nn.Module | StoreTeacher | StoreEnsemble
+
+
 @torch.no_grad()
-def _logits(model: nn.Module, x: np.ndarray, device: torch.device, flip: bool = False) -> torch.Tensor:
+def _logits(model: Teacher, x: np.ndarray, device: torch.device, flip: bool = False) -> torch.Tensor:
     model.eval()
     out = []
     for i in range(0, len(x), 512):
@@ -103,7 +107,7 @@ class Evaluation:
     accuracy_tta: float  # with the mirror's logits averaged in: a reference, never served
 
 
-def evaluate(model: nn.Module, split: Split, device: torch.device, tta: bool = True) -> Evaluation:
+def evaluate(model: Teacher, split: Split, device: torch.device, tta: bool = True) -> Evaluation:
     y = torch.from_numpy(split.y)
     logits = _logits(model, split.x, device)
     plain = float((logits.argmax(1) == y).float().mean())
@@ -135,11 +139,11 @@ class RoundResult:
 
 
 # Anything that maps a batch of faces to logits (or log-probabilities): an EAN, a published version.
-Teacher = nn.Module | StoreTeacher
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
     return torch.optim.SGD(
@@ -243,7 +247,7 @@ def _rank_path(partial: Path, world: World) -> Path:
     return partial if world.is_main else partial.with_name(f"{partial.stem}.rank{world.rank}{partial.suffix}")
 
 
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+def _save_state(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
                 gen: torch.Generator, cpu_gen: torch.Generator, history: list[dict]) -> None:
     state = {"arch": model.cfg.model_dump(), "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "gen": gen.get_state(), "cpu_gen": cpu_gen.get_state(),
@@ -253,7 +257,7 @@ def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched:
     os.replace(tmp, path)  # a kill mid-write leaves the previous epoch's state, never a torn file
 
 
-def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+def _restore(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
              gen: torch.Generator, cpu_gen: torch.Generator, epochs: int) -> list[dict]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["arch"] != model.cfg.model_dump():
@@ -272,7 +276,8 @@ def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: to
 
 def new_model(arch: EANConfig, device: torch.device) -> EAN:
     model = EAN(arch).to(device)
-    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+    # Module.to's stub lacks memory_format, which torch documents and accepts.
+    return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model  # type: ignore[call-overload]
 
 
 def save_checkpoint(path: Path, model: EAN, opt: torch.optim.Optimizer | None = None) -> None:
@@ -373,15 +378,15 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
         if not world.is_main:
             world.barrier()  # rank 0 writes the checkpoint the next round may start from
             return
-        result.evaluation = evaluate(result.model, val, device)
+        result.evaluation = evaluation = evaluate(result.model, val, device)
         if isinstance(result.model, EAN):  # a store teacher stays in its store
             save_checkpoint(out / f"round{result.round}.pt", result.model, opt)
         trained = [x.as_dict() for x in results if x.evaluation is not None]  # the rounds of this invocation
         summary = {r["round"]: r for r in [*done.values(), *trained]}
         log.write_text(json.dumps([summary[k] for k in sorted(summary)], indent=1))
         (out / f"round{result.round}.partial.pt").unlink(missing_ok=True)
-        tqdm.write(f"round {result.round} ({result.kind}): val {result.evaluation.accuracy:.4f} "
-                   f"(flip TTA {result.evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
+        tqdm.write(f"round {result.round} ({result.kind}): val {evaluation.accuracy:.4f} "
+                   f"(flip TTA {evaluation.accuracy_tta:.4f}) [{result.wall_time_s:.0f} s]")
         world.barrier()
 
     for rnd in range(cfg.rounds + 1):
@@ -400,12 +405,13 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
             torch.manual_seed(_round_seed(cfg, 0))
             model = new_model(arch, device)
             opt = _optimizer(model, cfg)
-            kind, teachers = ("teacher" if cfg.teacher else "ce"), []
+            kind, teachers = ("teacher" if cfg.teacher else "ce"), list[Teacher]()
         else:
             model, opt = _start(cfg, rnd, out, device)
             kind = "kd"
-            teachers = {"ensemble": [m for r in results for m in _members(r.model)],
-                        "first": [results[0].model], "previous": [results[-1].model]}[cfg.teacher_set]
+            sets: dict[str, list[Teacher]] = {"ensemble": [m for r in results for m in _members(r.model)],
+                                              "first": [results[0].model], "previous": [results[-1].model]}
+            teachers = sets[cfg.teacher_set]
         epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
         history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
                               _round_seed(cfg, rnd), f"round {rnd} ({kind})", world,
@@ -439,11 +445,11 @@ def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path,
                               _partial(out / f"control{rnd}.partial.pt", resume, world))
         if not world.is_main:
             continue
-        result = RoundResult(rnd, "control", model, cfg.round_k.epochs, history, evaluate(model, val, device),
-                             history[-1]["wall_s"])
+        evaluation = evaluate(model, val, device)
+        result = RoundResult(rnd, "control", model, cfg.round_k.epochs, history, evaluation, history[-1]["wall_s"])
         save_checkpoint(out / f"control{rnd}.pt", model)
         done[rnd] = result.as_dict()
         log.write_text(json.dumps([done[k] for k in sorted(done)], indent=1))
         (out / f"control{rnd}.partial.pt").unlink(missing_ok=True)
-        tqdm.write(f"round {rnd} (control): val {result.evaluation.accuracy:.4f}")
+        tqdm.write(f"round {rnd} (control): val {evaluation.accuracy:.4f}")
     return [done[k] for k in sorted(done)]

@@ -16,6 +16,7 @@ refused token or certificate is told in words, in the log and in the retained mo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import json
@@ -95,9 +96,9 @@ class ModelSync:
         self.publisher = publisher
         for alias in ALIASES:
             topic = publisher.topics.model_alias(self.name, alias)
-            publisher.subscribe(topic, lambda t, payload, alias=alias: self._on_announcement(alias, payload))
+            publisher.subscribe(topic, functools.partial(self._on_announcement, alias))
 
-    def _on_announcement(self, alias: str, payload: bytes) -> None:
+    def _on_announcement(self, alias: str, topic: str, payload: bytes) -> None:
         notice: Announcement | None = None
         if payload:  # an empty retained payload withdraws the alias
             try:
@@ -243,7 +244,7 @@ class ModelSync:
             sha256=served.sha256 if served else None,
             wanted_version=target.version,
             alias=target.alias,
-            state=state,  # type: ignore[arg-type]
+            state=state,
             error=error,
             timestamp=time.time(),
         )

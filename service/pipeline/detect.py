@@ -45,7 +45,7 @@ class DetectorError(Exception):
 
 class HaarDetector:
     def __init__(self, cfg: DetectorConfig) -> None:
-        path = cfg.haar_cascade or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+        path = cfg.haar_cascade or Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]  # cv2.data has no stub
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise DetectorError(f"cannot load Haar cascade {str(path)!r}")

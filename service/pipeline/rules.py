@@ -296,7 +296,7 @@ class RuleEngine:
 
     def expression_state(self, seen: list[Track], now: float) -> ExpressionState | None:
         """The retained state, returned only when its label or the face it follows changed."""
-        published = [(t, self._tracks[t.id].label) for t in seen if t.id in self._tracks and self._tracks[t.id].label]
+        published = [(t, label) for t in seen if t.id in self._tracks and (label := self._tracks[t.id].label)]
         zones: list[str] = []
         if published:
             track, label = max(published, key=lambda p: p[0].box.area)

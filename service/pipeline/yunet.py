@@ -86,6 +86,11 @@ class YuNetSession:
         all_boxes, all_scores, all_kps = np.concatenate(boxes), np.concatenate(scores), np.concatenate(kps)
         picked = cv2.dnn.NMSBoxes(all_boxes.tolist(), all_scores.tolist(), score_threshold, self._nms)
         return [
-            RawFace(*(float(v) for v in all_boxes[j]), float(all_scores[j]), all_kps[j])
+            RawFace(*_box(all_boxes[j]), score=float(all_scores[j]), landmarks=all_kps[j])
             for j in np.asarray(picked, dtype=np.int64).reshape(-1)
         ]
+
+
+def _box(row: np.ndarray) -> tuple[float, float, float, float]:
+    x, y, w, h = (float(v) for v in row)
+    return x, y, w, h
