@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.faceset import FER_VAL, ROOT, fer_face, photos, scene
 from model_store import ModelStore

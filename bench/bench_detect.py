@@ -14,15 +14,11 @@ face-free frames, and "extra" counts the boxes on face frames that are not the f
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.faceset import FER_VAL, Sample, faces_and_frames
 from service.config import DetectorConfig

@@ -14,24 +14,15 @@ outbox write, delivery thread, broker and subscriber together, on one machine's 
 from __future__ import annotations
 
 import argparse
-import getpass
-import json
 import multiprocessing as mp
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import free_port, percentile
+from bench._common import percentile
+from harness.broker import Mosquitto, Subscriber
+from service.comms.topics import Topics
 
 CAMERAS_PER_GATEWAY = 4
 
@@ -70,55 +61,12 @@ def gateway_main(port: int, gateway_id: str, rate: float, duration: float, workd
     sent.put((gateway_id, n, len(outbox)))
 
 
-class Dashboard:
-    def __init__(self, port: int) -> None:
-        self.lock = threading.Lock()
-        self.arrivals: list[tuple[float, float]] = []
-        self.ready = threading.Event()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-dashboard")
-        self.client.on_connect = lambda c, *a: (c.subscribe("fer/+/events", qos=1), self.ready.set())
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        now = time.time()
-        ts = json.loads(msg.payload)["timestamp"]
-        with self.lock:
-            self.arrivals.append((now, ts))
-
-    def take(self) -> list[tuple[float, float]]:
-        with self.lock:
-            out, self.arrivals = self.arrivals, []
-        return out
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen, int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    f"max_queued_messages 1000000\nuser {getpass.getuser()}\nlog_dest none\n")  # fmt: skip
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
-
-
-def run(k: int, rate: float, duration: float, port: int, workdir: Path, dash: Dashboard) -> dict[str, float]:
+def run(k: int, rate: float, duration: float, port: int, workdir: Path, dash: Subscriber) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     sent: mp.Queue = ctx.Queue()
     procs = [ctx.Process(target=gateway_main, args=(port, f"gw{i}", rate, duration, str(workdir), sent))
              for i in range(k)]  # fmt: skip
-    dash.take()
+    before = dash.count()
     for p in procs:
         p.start()
     results = [sent.get(timeout=duration + 120) for _ in procs]
@@ -126,10 +74,10 @@ def run(k: int, rate: float, duration: float, port: int, workdir: Path, dash: Da
         p.join(30)
     total = sum(n for _, n, _ in results)
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(dash.arrivals) < total:
+    while time.monotonic() < deadline and dash.count() - before < total:
         time.sleep(0.1)
     time.sleep(0.5)
-    arrivals = dash.take()
+    arrivals = [(m.received, m.json()["timestamp"]) for m in dash.snapshot()[before:]]
     times = sorted(a for a, _ in arrivals)
     span = (times[-1] - times[0]) if len(times) > 1 else float("nan")
     lat = [(a - ts) * 1000 for a, ts in arrivals]
@@ -152,15 +100,15 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=15.0)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        broker, port = start_mosquitto(Path(tmp))
-        dash = Dashboard(port)
-        dash.ready.wait(10)
+        broker = Mosquitto(Path(tmp) / "broker", max_queued_messages=1_000_000).start()
+        # The dashboard of docs/fleet.md: every camera's events on the shared prefix.
+        dash = Subscriber(broker.port, (Topics().events("+"),), client_id="bench-dashboard")
+        dash.connected.wait(10)
         try:
-            rows = [run(k, args.rate, args.duration, port, Path(tmp), dash) for k in args.gateways]
+            rows = [run(k, args.rate, args.duration, broker.port, Path(tmp), dash) for k in args.gateways]
         finally:
             dash.close()
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     offered = "as fast as possible" if args.rate <= 0 else f"{args.rate:g} events/s per gateway"
     print(f"# {offered}, {CAMERAS_PER_GATEWAY} cameras per gateway, {args.duration:g} s, one mosquitto, "
           f"{mp.cpu_count()} cores")  # fmt: skip

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import ROOT, free_port, one_face_jpeg, percentile
+from bench._common import percentile
+from harness.images import demo_face_jpeg
+from harness.machine import cpu_seconds
+from harness.service import ServiceProcess
+from harness.store import SEED_STORE
 
 
 def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float, out: mp.Queue) -> None:
@@ -58,12 +58,6 @@ def load(url: str, jpeg: bytes, concurrency: int, duration: float, warmup: float
     out.put((latencies, errors, time.process_time() - cpu0))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _served(url: str) -> int:
     """Requests the service has answered, from its own /infer histogram."""
     for line in httpx.get(f"{url}/metrics").text.splitlines():
@@ -72,35 +66,22 @@ def _served(url: str) -> int:
     return 0
 
 
-def start_service(workdir: Path, overrides: list[str]) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    config = {
+def start_service(workdir: Path, overrides: list[str]) -> ServiceProcess:
+    config: dict[str, Any] = {
         "state_dir": str(workdir / "state"),
         "log_level": "WARNING",
-        "api": {"port": port, "max_concurrency": 4},
+        "api": {"max_concurrency": 4},
         "mqtt": {"enabled": False},
-        "model": {"store": str(ROOT / "model_store" / "seed"), "watch_interval_s": 0},
+        "model": {"store": str(SEED_STORE), "watch_interval_s": 0},
     }
     for item in overrides:
         key, _, value = item.partition("=")
         *parents, leaf = key.split(".")
-        node = config
+        node: dict[str, Any] = config
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
-    path = workdir / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "service", "--config", str(path)], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the service did not become ready")
+    return ServiceProcess.configured(workdir, config).start()
 
 
 def main() -> None:
@@ -111,9 +92,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a dotted config override")
     args = ap.parse_args()
-    jpeg = one_face_jpeg()
+    jpeg = demo_face_jpeg()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = (None, args.url) if args.url else start_service(Path(tmp), args.set)
+        svc = None if args.url else start_service(Path(tmp), args.set)
+        url = svc.url if svc else args.url
+        pid = svc.proc.pid if svc and svc.proc else None
         try:
             model = httpx.get(f"{url}/models").json()["served"]
             print(f"model {model['name']} v{model['version']} ({model['model_file']}); image 640x480 JPEG, "
@@ -126,18 +109,18 @@ def main() -> None:
                 ctx = mp.get_context("spawn")
                 q: mp.Queue = ctx.Queue()
                 gen = ctx.Process(target=load, args=(url, jpeg, c, args.duration, args.warmup, q))
-                svc0 = _cpu_seconds(proc.pid) if proc else float("nan")
+                svc0 = cpu_seconds(pid) if pid else float("nan")
                 n0 = _served(url)
                 gen.start()
                 latencies, errors, client_cpu = q.get()
                 gen.join()
-                svc_cpu = (_cpu_seconds(proc.pid) if proc else float("nan")) - svc0
+                svc_cpu = (cpu_seconds(pid) if pid else float("nan")) - svc0
                 served = max(1, _served(url) - n0)
                 ms = [x * 1000 for x in latencies]
                 print(f"{c:>7} {len(ms):>8} {errors:>6} {percentile(ms, 50):>8.2f} {percentile(ms, 99):>8.2f} "
                       f"{len(ms) / args.duration:>7.1f} {svc_cpu / served * 1000:>14.2f} "
                       f"{client_cpu / served * 1000:>17.2f}")  # fmt: skip
-            stages = {}
+            stages: dict[str, dict[str, float]] = {}
             for line in httpx.get(f"{url}/metrics").text.splitlines():
                 if line.startswith("fer_infer_seconds_sum") or line.startswith("fer_infer_seconds_count"):
                     name, value = line.rsplit(" ", 1)
@@ -148,9 +131,8 @@ def main() -> None:
             )  # fmt: skip
             print(f"server-side mean per stage (ms): {parts}")
         finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+            if svc is not None:
+                svc.stop()
 
 
 if __name__ == "__main__":

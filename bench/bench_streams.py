@@ -44,8 +44,6 @@ from pathlib import Path
 import cv2
 from prometheus_client import CollectorRegistry
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench._common import ROOT, percentile
 from harness.rtsp import RtspServer, encode_h264, rtsp_server_missing  # the same RTSP camera as the tests
 from service.comms.mqtt import MqttPublisher

@@ -14,9 +14,10 @@ from __future__ import annotations
 import functools
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
+
+from harness.machine import cpu_seconds, free_port
 
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -68,12 +69,6 @@ def encode_h264(clip: Path, out: Path, fps: int = 15, width: int = 640, height: 
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class RtspServer:
     """``mounts``: name -> (file from `encode_h264`, protocols), protocols one of any, tcp, udp."""
 
@@ -107,8 +102,7 @@ class RtspServer:
     def cpu_seconds(self) -> float:
         """User plus system CPU time the server has used (it shares the cores with the service)."""
         assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
     def kill(self) -> None:
         """SIGKILL by pid: the camera dies without a goodbye, as a power cut would."""

@@ -2,7 +2,8 @@
 
 Off loopback (api.host anything but 127.0.0.0/8, ::1 or localhost), every route but /healthz and the
 login itself needs credentials, as Frigate's authenticated port does since 0.14: the page's session
-cookie (a password, then the cookie) or, for machines, `Authorization: Bearer <api.token>`. /metrics
+cookie (a password, then the cookie) or, for machines, `Authorization: Bearer <token>`, the token being
+api.token or the first line of api.token_file (compose's Prometheus reads the same file). /metrics
 joins the open routes with api.metrics_open. On loopback nothing is required, so `make run` is open
 as before, but credentials that are sent are still checked: a wrong token is refused where one is
 needed (the admin routes), and a change made with the page's cookie still needs its CSRF token.
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import anyio
 from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
@@ -95,7 +97,9 @@ class Auth:
         api = settings.api
         self.required = api.credentials_required
         self.host = api.host
-        self.token = api.token
+        # Set by start(): api.token_file is read there, where the service runs.
+        self.token: SecretStr | None = None
+        self._api = api
         self.open_paths = frozenset({"/healthz", "/login", *(["/metrics"] if api.metrics_open else [])})
         self.limiter = FailureLimiter(api.login_max_failures, api.login_window_s)
         self.password: ActivePassword | None = None
@@ -112,6 +116,11 @@ class Auth:
 
     def start(self) -> None:
         """Blocking (scrypt, file I/O): run off the event loop, before the port opens."""
+        # The token first: a bad token_file stops the start before a password is generated and shown.
+        self.token = self._api.bearer_token()
+        if self._api.token is not None and self._api.token_file is not None:
+            logger.info("api.token is set, so api.token_file %s is not read: whoever sends that one is refused",
+                        self._api.token_file)  # fmt: skip
         self.password = active_password(self._state_dir, self._configured, generate=self.required)
         if self.password is not None:
             self.sessions = SessionStore(self._state_dir, self._ttl_s, self.password.fingerprint)
@@ -133,7 +142,10 @@ class Auth:
             self.host, ", ".join(sorted(self.open_paths - {"/login"})),
         )  # fmt: skip
         if self.token is None:
-            logger.warning("api.token is not set: only the page's login gets in, no machine (Prometheus, scripts)")
+            logger.warning(
+                "neither api.token nor api.token_file is set: only the page's login gets in, no machine (Prometheus, "
+                "scripts)"
+            )
 
     def check(self, request: Request) -> Principal | Response:
         """The request's principal, or the answer that refuses it."""
@@ -155,7 +167,7 @@ class Auth:
 
     def _bearer(self, request: Request, given: str) -> Principal | Response:
         if self.token is None:
-            return Principal(refused="no api.token is set, so no bearer token is accepted")
+            return Principal(refused="no api.token or api.token_file is set, so no bearer token is accepted")
         address = client_address(request)
         retry_after = self.limiter.retry_after(address)
         if retry_after is not None:

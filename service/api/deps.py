@@ -108,7 +108,8 @@ def require_admin(request: Request) -> None:
         return
     auth = auth_of(request)
     if auth.token is None and not auth.login_enabled:
-        raise ApiError(401, "admin_disabled", "admin routes are disabled: set api.token (FER_API__TOKEN)", CHALLENGE)
+        message = "admin routes are disabled: set api.token (FER_API__TOKEN) or api.token_file"
+        raise ApiError(401, "admin_disabled", message, CHALLENGE)
     raise ApiError(401, "unauthorized", principal.refused or "missing bearer token", CHALLENGE)
 
 

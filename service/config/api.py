@@ -1,13 +1,18 @@
-"""The HTTP section. Secrets (the token, the page's password) are best given as FER_API__TOKEN and
-FER_API__PASSWORD. What is protected when is docs/security.md's "HTTP: page and API"."""
+"""The HTTP section. Secrets (the token, the page's password) are best given as FER_API__TOKEN (or a
+token_file) and FER_API__PASSWORD. What is protected when is docs/security.md's "HTTP: page and API"."""
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
 from service.config._base import Strict
+
+
+class ApiTokenFileError(OSError):
+    """api.token_file cannot be read, or holds no token."""
 
 
 def is_loopback(host: str) -> bool:
@@ -29,7 +34,12 @@ class ApiConfig(Strict):
     token: SecretStr | None = Field(
         None,
         description="bearer token for machines: every route, the admin ones included; "
-        "unset, admin routes refuse every machine and, off loopback, only the page's login gets in",
+        "unset (and no token_file), admin routes refuse every machine and, off loopback, only the page's login gets in",
+    )
+    token_file: Path | None = Field(
+        None,
+        description="a file whose first line is the bearer token, read at each start (compose's mqtt-auth writes "
+        "one, which Prometheus reads too); `token`, when set, wins",
     )
     password: SecretStr | None = Field(
         None,
@@ -71,3 +81,27 @@ class ApiConfig(Strict):
     @property
     def credentials_required(self) -> bool:
         return not is_loopback(self.host)
+
+    def bearer_token(self) -> SecretStr | None:
+        """The token machines send: ``token``, else the first line of ``token_file``.
+
+        Read when the service starts, not when the config is loaded: the file may exist only where the
+        service runs (a container's volume), not where the config is checked.
+        """
+        if self.token is not None:
+            return self.token
+        if self.token_file is None:
+            return None
+        try:
+            lines = self.token_file.read_text().splitlines()
+        except OSError as exc:
+            # An OSError, so that start-up reports it in one line; the message names the key, never the secret.
+            raise ApiTokenFileError(f"api.token_file {self.token_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            # Its own message: the decoder's would quote a byte of the file.
+            raise ApiTokenFileError(f"api.token_file {self.token_file}: not UTF-8 text") from None
+        # A header's value is compared without its surrounding blanks, so a token never has them.
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ApiTokenFileError(f"api.token_file {self.token_file}: the first line is empty")
+        return SecretStr(token)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.chaos import run_capped_outbox
+from bench.chaos_scenarios.crash import run_capped_outbox
 from tests.service.conftest import needs_broker
 
 

@@ -7,20 +7,17 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 
-from tests.deploy.helpers import DEPLOY, free_port, tool
-from tests.service.support import Message, wait_until
+from harness.broker import Subscriber
+from harness.machine import free_port, wait_listening
+from tests.deploy.helpers import DEPLOY, tool
 
 MQTT_AUTH = DEPLOY / "mosquitto" / "init" / "mqtt-auth.sh"
 # The shipped listeners, by their port in mosquitto.conf (and in the container).
@@ -87,21 +84,6 @@ def _render(conf: str, root: Path) -> tuple[str, dict[int, Listener]]:
     return "\n".join(lines) + "\n", {shipped: Listener(proto, tls, port) for shipped, proto, tls, port in found}
 
 
-def _wait_listening(process: subprocess.Popen[bytes], ports: list[int], log: Path) -> None:
-    deadline = time.monotonic() + 10
-    for port in ports:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mosquitto exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mosquitto is not listening on {port}:\n{log.read_text()}")
-                time.sleep(0.05)
-
-
 class Broker:
     """The shipped broker: mqtt-auth first, then mosquitto.conf (plus conf.d files); stop() and start() keep
     its ports and its persisted sessions."""
@@ -126,7 +108,7 @@ class Broker:
     def start(self) -> Broker:
         with self.log.open("a") as out:
             self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
-        _wait_listening(self.process, [listener.port for listener in self.listeners.values()], self.log)
+        wait_listening(self.process, [listener.port for listener in self.listeners.values()], "mosquitto", self.log)
         return self
 
     def stop(self) -> None:
@@ -150,9 +132,8 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         b.stop()
 
 
-class Recorder:
-    """A subscriber logged in as one user that records every message on its topics; reconnects and
-    re-subscribes by itself (tests.service.support.Subscriber, with a login and optional TLS)."""
+class Recorder(Subscriber):
+    """A Subscriber logged in as one user, as every client of the shipped broker must be."""
 
     def __init__(
         self,
@@ -164,43 +145,7 @@ class Recorder:
         clean_session: bool = True,
         ca: Path | None = None,
     ) -> None:
-        self.messages: list[Message] = []
-        self._lock = threading.Lock()
-        self._topics = topics
-        self.connected = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"rec-{port}-{id(self)}",
-                                  clean_session=clean_session)  # fmt: skip
-        self.client.username_pw_set(*login)
-        if ca is not None:
-            self.client.tls_set(ca_certs=str(ca))
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda *_: self.connected.clear()
-        self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(1, 1)
-        self.client.connect_async("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if reason.is_failure:
-            return
-        client.subscribe([(t, 1) for t in self._topics])
-        # Give the SUBACK a moment before anyone relies on the subscription.
-        threading.Timer(0.1, self.connected.set).start()
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
-
-    def snapshot(self, topic: str | None = None) -> list[Message]:
-        with self._lock:
-            return [m for m in self.messages if topic is None or m.topic == topic]
-
-    def wait_for(self, predicate: Callable[[list[Message]], Any], timeout: float = 10.0, what: str = "message") -> Any:
-        return wait_until(lambda: predicate(self.snapshot()), timeout, what=what)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        super().__init__(port, topics, client_id=client_id, clean_session=clean_session, login=login, ca=ca)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import shutil
-import socket
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -60,12 +59,6 @@ def tool(name: str, env_var: str | None = None) -> str:
     if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def duration_s(text: str | int | float) -> float:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.machine import wait_until
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import ExpressionChange
@@ -20,7 +21,6 @@ from service.config import MqttConfig
 from service.metrics import Metrics
 from tests.deploy.conftest import MQTT_TLS, Broker, Recorder
 from tests.deploy.helpers import DEPLOY
-from tests.service.support import wait_until
 
 OUTAGE_S = 30.0
 BRIDGE_PASSWORD = "central-bridge-password"

@@ -1,10 +1,13 @@
 """deploy/mosquitto/ as compose runs it, on a real Mosquitto 2: mqtt-auth's logins, ACL and certificate, then the
 shipped mosquitto.conf. Nobody gets in without a password, only an admin can switch a camera, the service's own
-user can publish everything it publishes, and TLS is offered to whoever trusts the generated CA."""
+user can publish everything it publishes, and TLS is offered to whoever trusts the generated CA. mqtt-auth also
+makes the HTTP API's token, which the service and Prometheus read and nobody else."""
 
 from __future__ import annotations
 
+import os
 import queue
+import re
 import ssl
 import stat
 import subprocess
@@ -17,6 +20,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from harness.machine import wait_until
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import ExpressionChange, GatewayModel
@@ -34,10 +38,11 @@ from tests.deploy.helpers import (
     tool,
     volume_targets,
 )
-from tests.service.support import wait_until
 
 TRANSPORTS = {"mqtt": "tcp", "websockets": "websockets"}
 SHIPPED_USERS = ("fer", "admin", "homeassistant", "dashboard")
+# The HTTP API's bearer token, in the volume.
+API_TOKEN = "api-token"
 
 
 def _client(
@@ -113,10 +118,10 @@ def test_compose_wires_the_auth_volume_where_each_reader_expects_it() -> None:
         "/shipped/conf.d": "./deploy/mosquitto/conf.d",
         "/auth": "mqtt-auth",
     }
-    # Both wait for it, and only they read its volume, read-only (the broker's entrypoint would chown it).
+    # They wait for it, and only they read its volume, read-only (the broker's entrypoint would chown it).
     readers = {name for name, service in services.items() if "mqtt-auth" in volume_targets(service).values()}
-    assert readers == {"mqtt-auth", "mosquitto", "fer-service"}
-    for name in ("mosquitto", "fer-service"):
+    assert readers == {"mqtt-auth", "mosquitto", "fer-service", "prometheus"}
+    for name in ("mosquitto", "fer-service", "prometheus"):
         assert services[name]["depends_on"]["mqtt-auth"] == {"condition": "service_completed_successfully"}
         assert next(v for v in services[name]["volumes"] if v.startswith("mqtt-auth:")).endswith(":ro")
     assert volume_targets(services["mosquitto"])["/mosquitto/auth"] == "mqtt-auth"
@@ -131,8 +136,10 @@ def test_compose_wires_the_auth_volume_where_each_reader_expects_it() -> None:
                  if source == "mqtt-auth")  # fmt: skip
     assert settings.mqtt.password_file == Path(mount) / "users" / settings.mqtt.username
     assert f"SERVICE_USER={settings.mqtt.username}\n" in script
-    service_uid = next(i.args.split("=", 1)[1] for i in parse_dockerfile(SERVICE_DOCKERFILE)[-1].all("ARG")
-                       if i.args.startswith("FER_UID="))  # fmt: skip
+    # And its API token, with no FER_API__TOKEN set (compose passes it through only when it is).
+    assert settings.api.token is None and settings.api.token_file == Path(mount) / API_TOKEN
+    assert f"api_token=$AUTH_DIR/{API_TOKEN}\n" in script
+    service_uid, _ = _compose_ids()
     assert f"SERVICE_UID=${{SERVICE_UID:-{service_uid}}}" in script
     # The same mosquitto_passwd as the broker that reads its hashes.
     context = REPO / init["build"]["context"]
@@ -151,6 +158,37 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _compose_ids() -> tuple[int, int]:
+    """The service's uid (deploy/service.Dockerfile's FER_UID) and the group compose has mqtt-auth give the
+    API token: the prom/prometheus image's `nobody`."""
+    service_uid = next(i.args.split("=", 1)[1] for i in parse_dockerfile(SERVICE_DOCKERFILE)[-1].all("ARG")
+                       if i.args.startswith("FER_UID="))  # fmt: skip
+    environment = dict(e.split("=", 1) for e in compose()["services"]["mqtt-auth"]["environment"])
+    return int(service_uid), int(environment["PROMETHEUS_GID"])
+
+
+def _script(auth: MqttAuth, *args: str, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
+    """mqtt-auth.sh as MqttAuth.run runs it, with ``env`` on top of its variables (MqttAuth passes neither
+    PROMETHEUS_GID nor ids other than this user's), whatever its exit status."""
+    tools = [tool("mosquitto_passwd"), tool("openssl")]
+    path = os.pathsep.join([*dict.fromkeys(str(Path(t).parent) for t in tools), os.environ["PATH"]])
+    uid = str(os.getuid())
+    base = {"PATH": path, "AUTH_DIR": str(auth.dir), "SHIPPED_DIR": str(auth.shipped), "BROKER_UID": uid,
+            "SERVICE_UID": uid}  # fmt: skip
+    return subprocess.run(["sh", str(MQTT_AUTH), *args], input=stdin, env=base | env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def _readable_by_group(root: Path, gid: int) -> set[str]:
+    """The files under ``root`` that a user who owns none of them, with ``gid`` as its group, may read."""
+    found = set()
+    for path in root.rglob("*"):
+        mode = path.stat()
+        if path.is_file() and (mode.st_mode & stat.S_IROTH or (mode.st_gid == gid and mode.st_mode & stat.S_IRGRP)):
+            found.add(path.relative_to(root).as_posix())
+    return found
+
+
 def _names(cert: Path) -> str:
     return subprocess.run([tool("openssl"), "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
                           capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -161,10 +199,13 @@ def test_mqtt_auth_makes_private_logins_once_and_keeps_them(tmp_path: Path) -> N
     first = auth.run()
     passwords = {user: auth.password(user) for user in SHIPPED_USERS}
     assert len(set(passwords.values())) == len(SHIPPED_USERS) and all(len(p) >= 32 for p in passwords.values())
-    # Nothing secret is printed, and each secret is readable by its owner alone.
-    assert not [p for p in passwords.values() if p in first.stdout + first.stderr]
+    token = (auth.dir / API_TOKEN).read_text().strip()
+    # Nothing secret is printed, and each secret is readable by its owner alone (the API token too, with no
+    # PROMETHEUS_GID: the script as it runs outside compose).
+    assert not [p for p in [*passwords.values(), token] if p in first.stdout + first.stderr]
     assert _mode(auth.dir / "passwd") == _mode(auth.dir / "acl") == 0o600
     assert {_mode(auth.dir / "users" / user) for user in SHIPPED_USERS} == {0o400}
+    assert _mode(auth.dir / API_TOKEN) == 0o400
     assert _mode(auth.dir / "tls" / "server.key") == _mode(auth.dir / "tls" / "ca.key") == 0o600
     assert _mode(auth.dir / "tls" / "server.crt") == _mode(auth.ca) == 0o644
     hashed = dict(line.split(":", 1) for line in (auth.dir / "passwd").read_text().splitlines())
@@ -179,6 +220,7 @@ def test_mqtt_auth_makes_private_logins_once_and_keeps_them(tmp_path: Path) -> N
     again = auth.run()
     assert again.stdout == "" and {user: auth.password(user) for user in SHIPPED_USERS} == passwords
     assert (auth.dir / "tls" / "server.crt").read_bytes() == cert
+    assert (auth.dir / API_TOKEN).read_text().strip() == token
 
     # A new name for the certificate: re-issued by the same CA.
     ca = auth.ca.read_bytes()
@@ -196,6 +238,54 @@ def test_mqtt_auth_makes_private_logins_once_and_keeps_them(tmp_path: Path) -> N
     assert auth.run("show", "ca").stdout == auth.ca.read_text()
     auth.run("remove", "bridge")
     assert "bridge:" not in (auth.dir / "passwd").read_text()
+
+
+def test_mqtt_auth_makes_an_api_token_for_the_service_and_prometheus_alone(tmp_path: Path) -> None:
+    """As compose runs it: the token belongs to the service's uid and Prometheus' group, 0440, is kept across
+    starts, is shown on request, and is made anew once removed."""
+    service_uid, prometheus_gid = _compose_ids()
+    if os.geteuid() != 0:
+        # Only root hands a file to another user: here this user and its group stand in for both.
+        service_uid, prometheus_gid = os.getuid(), os.getgid()
+    ids = {"SERVICE_UID": str(service_uid), "PROMETHEUS_GID": str(prometheus_gid)}
+    auth = MqttAuth(tmp_path)
+    token_file = auth.dir / API_TOKEN
+
+    def owner() -> tuple[int, int, int]:
+        return token_file.stat().st_uid, token_file.stat().st_gid, _mode(token_file)
+
+    first = _script(auth, **ids)
+    assert first.returncode == 0, first.stderr
+    token = token_file.read_text()
+    # 192 bits in hex: nothing a header, a shell or YAML would have to quote.
+    assert re.fullmatch(r"[0-9a-f]{48}\n", token), "not 48 hex digits and a newline"
+    assert token.strip() not in first.stdout + first.stderr
+    assert "show api-token" in first.stdout
+    assert owner() == (service_uid, prometheus_gid, 0o440)
+    # Of the whole volume, Prometheus' user reads the token and the certificates, nothing else.
+    assert _readable_by_group(auth.dir, prometheus_gid) == {API_TOKEN, "tls/ca.crt", "tls/server.crt"}
+
+    # The next `up`: the same token, silently, with the same owner and mode.
+    again = _script(auth, **ids)
+    assert again.returncode == 0 and again.stdout == "" and token_file.read_text() == token
+    assert owner() == (service_uid, prometheus_gid, 0o440)
+    shown = _script(auth, "show", "api-token")
+    assert shown.returncode == 0 and shown.stdout == token
+    # Each run sets owner and mode anew, so a token made earlier follows PROMETHEUS_GID: unset, the service's alone.
+    _script(auth, SERVICE_UID=str(service_uid))
+    assert owner()[0] == service_uid and _mode(token_file) == 0o400 and token_file.read_text() == token
+
+    # Removed, there is none until the next start makes a new one.
+    removed = _script(auth, "remove", "api-token")
+    assert removed.returncode == 0 and not token_file.exists()
+    missing = _script(auth, "show", "api-token")
+    assert missing.returncode == 1 and missing.stdout == "" and "no API token" in missing.stderr
+    assert _script(auth, **ids).returncode == 0
+    assert token_file.read_text() != token and owner() == (service_uid, prometheus_gid, 0o440)
+    # `show` reads the name as its own, so no login may take it.
+    taken = _script(auth, "passwd", "api-token", stdin="a-password\n")
+    assert taken.returncode == 1 and "reserved" in taken.stderr
+    assert not (auth.dir / "users" / "api-token").exists()
 
 
 # -- the broker -----------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """The container's command and config, run here: the image's command on config.docker.yaml against the shipped broker,
-logins, ACL and all.
+logins, ACL and all, and on 0.0.0.0 as in the container, so with credentials required.
 
-Only what Docker itself would change is overridden, through the same FER_ variables a user would set: loopback
-addresses and free ports instead of the compose network, temporary directories instead of the volumes (the service's
-password file among them), and the demo clip instead of /dev/video0.
+Only what Docker itself would change is overridden, through the same FER_ variables a user would set: the broker's
+loopback address and free ports instead of the compose network, temporary directories instead of the volumes (the
+service's password file and its API token among them), and the demo clip instead of /dev/video0. Every request
+still goes to 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.machine import free_port
 from service.config import load_settings
 from tests.deploy.conftest import Broker, Recorder
 from tests.deploy.helpers import (
@@ -34,27 +36,29 @@ from tests.deploy.helpers import (
     compose,
     dashboard_queries,
     duration_s,
-    free_port,
     healthcheck_command,
     image_command,
+    volume_targets,
 )
 
 
-def _get(url: str) -> tuple[int, bytes]:
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> bytes:
+def _wait_for(
+    url: str, process: subprocess.Popen, log: Path, timeout: float = 90, headers: dict[str, str] | None = None
+) -> bytes:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"the service exited with {process.returncode}:\n{log.read_text()[-4000:]}")
         try:
-            status, body = _get(url)
+            status, body = _get(url, headers)
             if status == 200:
                 return body
         except OSError:
@@ -121,14 +125,19 @@ def test_image_command_serves_the_docker_config(
     store = tmp_path / "models"
     shutil.copytree(REPO / "model_store" / "seed", store)
     port = free_port()
+    # Where compose mounts the mqtt-auth volume in the service's container: here, the files mqtt-auth made.
+    (volume_mount,) = [t for t, s in volume_targets(compose()["services"]["fer-service"]).items() if s == "mqtt-auth"]
+    assert settings.api.host == "0.0.0.0" and settings.api.token_file and settings.mqtt.password_file
+    token_file = broker.auth.dir / settings.api.token_file.relative_to(volume_mount)
+    bearer = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
     env |= {
-        "FER_API__HOST": "127.0.0.1",
         "FER_API__PORT": str(port),
         "FER_MQTT__HOST": "127.0.0.1",
         "FER_MQTT__PORT": str(broker.port()),
-        # Where compose mounts the mqtt-auth volume, this one's file: the service logs in as its own user.
-        "FER_MQTT__PASSWORD_FILE": str(broker.auth.dir / "users" / settings.mqtt.username),
+        # The service logs in to the broker as its own user, and takes its API token from the same volume.
+        "FER_MQTT__PASSWORD_FILE": str(broker.auth.dir / settings.mqtt.password_file.relative_to(volume_mount)),
+        "FER_API__TOKEN_FILE": str(token_file),
         "FER_STATE_DIR": str(tmp_path / "state"),
         "FER_MODEL__STORE": str(store),
         "FER_CAMERAS__0__SOURCE": "demo",
@@ -143,7 +152,9 @@ def test_image_command_serves_the_docker_config(
     try:
         base = f"http://127.0.0.1:{port}"
         _wait_for(f"{base}/healthz", process, log)
-        _wait_for(f"{base}/readyz", process, log)
+        # Off loopback, as in its container: ready, for whoever sends the token mqtt-auth made.
+        _wait_for(f"{base}/readyz", process, log, headers=bearer)
+        assert _get(f"{base}/readyz")[0] == 401
         _next_state(states, "online")
 
         # The image's HEALTHCHECK, pointed at this port, passes against the real service.
@@ -151,8 +162,10 @@ def test_image_command_serves_the_docker_config(
         probe = [sys.executable, *(a.replace(f":{settings.api.port}/", f":{port}/") for a in probe[1:])]
         assert subprocess.run(probe, timeout=30).returncode == 0
 
-        # Every series and label the Grafana dashboard queries is in the real scrape.
-        _, body = _get(f"{base}/metrics")
+        # Every series and label the Grafana dashboard queries is in the real scrape, with Prometheus' token.
+        assert _get(f"{base}/metrics")[0] == 401
+        status, body = _get(f"{base}/metrics", bearer)
+        assert status == 200
         labels: dict[str, set[str]] = {}
         for family in text_string_to_metric_families(body.decode()):
             for sample in family.samples:
@@ -182,6 +195,7 @@ def test_image_command_serves_the_docker_config(
         assert process.wait(timeout=grace) in (0, -signal.SIGTERM), log.read_text()[-4000:]
         assert time.monotonic() - started < grace
         _next_state(states, "stopped")
+        assert bearer["Authorization"].removeprefix("Bearer ") not in log.read_text()
     finally:
         if process.poll() is None:
             process.kill()

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from harness.broker import HAVE_BROKER, Mosquitto
+from harness.service import ServiceProcess
+from harness.store import copy_store
 from service.config import Settings
 from service.config.loader import _deep_merge
-from tests.service.support import HAVE_BROKER, HAVE_MOSQUITTO, Mosquitto, copy_store
-
-__all__ = ["HAVE_MOSQUITTO", "needs_broker"]
 
 # Mosquitto when installed; only without it an amqtt broker (dev extra). Neither: the broker tests skip.
 # Tests that need mosquitto itself (password files, TLS) skip on HAVE_MOSQUITTO instead.
@@ -34,6 +34,15 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
     finally:
         b.kill()
+
+
+@pytest.fixture
+def services() -> Iterator[list[ServiceProcess]]:
+    """Service processes a test starts, killed after it whatever happened: none may outlive its test."""
+    running: list[ServiceProcess] = []
+    yield running
+    for s in running:
+        s.kill()
 
 
 @pytest.fixture

@@ -1,13 +1,15 @@
 """The HTTP surface off loopback: the service bound to 0.0.0.0 (all traffic still goes to 127.0.0.1)
 refuses every route of its route table without credentials and admits each with the page's session
-cookie and with the bearer token; /healthz is open, /metrics only with api.metrics_open. Also: the
-generated password (printed once, kept hashed, across restarts), the login rate limit, cross-site
-refusals, logout, and loopback staying open."""
+cookie and with the bearer token; /healthz is open, /metrics only with api.metrics_open or the token,
+which may come from api.token_file as compose's Prometheus sends it. Also: the generated password
+(printed once, kept hashed, across restarts), the login rate limit, cross-site refusals, logout, and
+loopback staying open."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import stat
@@ -27,13 +29,15 @@ import yaml
 from fastapi import FastAPI
 from starlette.routing import BaseRoute, Mount
 
+from harness.images import encode, one_face_frame
+from harness.machine import free_port, wait_until
+from harness.service import ROOT, ServiceProcess, live_server
 from service.api.auth import COOKIE, CSRF_HEADER
 from service.api.sessions import SessionStore
 from service.app import create_app
 from service.config import ApiConfig, ConfigError, Settings, load_settings
+from service.config.api import ApiTokenFileError
 from service.server import server_config
-from tests.service.support import encode, free_port, live_server, one_face_frame, wait_until
-from tests.service.test_svc_e2e import ROOT, Service
 from tests.service.test_svc_http import assert_error
 
 try:
@@ -236,6 +240,76 @@ def test_metrics_are_closed_by_default_and_opened_by_the_setting(secured: Callab
         assert httpx.get(f"{base}/healthz").status_code == 200
 
 
+# -- the token from a file, as compose's mqtt-auth leaves it for the service and Prometheus -------------
+
+
+def test_the_token_in_token_file_opens_metrics_off_loopback_and_is_read_at_start(
+    make_settings: Callable[..., Settings], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_file = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718"  # what mqtt-auth makes: 192 bits, hex
+    token_file = tmp_path / "api-token"
+    token_file.write_text(f"{from_file}\n")
+    settings = make_settings(
+        api={"host": "0.0.0.0", "token": None, "token_file": str(token_file), "password": PASSWORD},
+        cameras=[{"id": "hall", "source": str(tmp_path / "no-such-clip.mp4")}],
+    )
+    with caplog.at_level(logging.DEBUG), serve(settings) as (base, _):
+        assert_error(httpx.get(f"{base}/metrics"), 401, "unauthorized")
+        assert_error(httpx.get(f"{base}/metrics", headers=BEARER), 401, "unauthorized")
+        metrics = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {from_file}"})
+        assert metrics.status_code == 200 and "fer_http_requests_total" in metrics.text
+        # The same token as any other: the admin routes too.
+        switch = httpx.put(f"{base}/cameras/hall/analysis", json={"state": "ON"},
+                           headers={"Authorization": f"Bearer {from_file}"})  # fmt: skip
+        assert switch.status_code == 200, switch.text
+        # Read once, at start: a token written later counts only after a restart.
+        token_file.write_text("written-after-the-start\n")
+        assert_error(httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer written-after-the-start"}), 401,
+                     "unauthorized")  # fmt: skip
+        assert httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {from_file}"}).status_code == 200
+    assert from_file not in caplog.text
+
+
+def test_an_unreadable_or_empty_token_file_stops_the_start_in_one_line(tmp_path: Path, store_root: Path) -> None:
+    """Named by its key, never with the secret, and before a password is generated or the port opens."""
+    missing = tmp_path / "auth" / "api-token"
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "state_dir": str(tmp_path / "state"),
+        "api": {"host": "0.0.0.0", "port": port, "token_file": str(missing)},
+        "mqtt": {"enabled": False},
+        "model": {"store": str(store_root), "watch_interval_s": 0},
+    }))  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")}
+    result = subprocess.run([sys.executable, "-m", "service", "--config", str(config)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    named = [line for line in result.stderr.splitlines() if "api.token_file" in line]
+    assert len(named) == 1 and named[0].endswith(f"cannot start: api.token_file {missing}: No such file or directory")
+    assert not GENERATED.search(result.stdout) and not (tmp_path / "state" / "http-password.json").exists()
+
+    # What else stops it, each in a line that names the key and holds nothing of the file.
+    bad = {"empty": b"", "blank first line": b"  \nsecret-on-the-second-line\n", "not text": b"\xffsecret\xfe\n"}
+    for what, body in bad.items():
+        path = tmp_path / what
+        path.write_bytes(body)
+        with pytest.raises(ApiTokenFileError) as refused:
+            ApiConfig(host="0.0.0.0", token_file=path).bearer_token()
+        assert isinstance(refused.value, OSError) and str(refused.value).startswith(f"api.token_file {path}: "), what
+        assert "secret" not in str(refused.value), what
+    with pytest.raises(ApiTokenFileError, match="Is a directory"):
+        ApiConfig(token_file=tmp_path).bearer_token()
+    # The first line, without the blanks a header's value never has; a token given as such wins over the file.
+    (tmp_path / "token").write_text("  from-the-file \r\nsecond line\n")
+    token = ApiConfig(token_file=tmp_path / "token").bearer_token()
+    assert token is not None and token.get_secret_value() == "from-the-file"
+    given = ApiConfig(token="given", token_file=missing).bearer_token()
+    assert given is not None and given.get_secret_value() == "given"
+    assert ApiConfig().bearer_token() is None
+
+
 # -- the login --------------------------------------------------------------------------------------
 
 
@@ -398,14 +472,23 @@ def test_loopback_stays_open_and_still_checks_what_is_sent(
 # -- the generated password, with the service as users run it ----------------------------------------
 
 
-class SecuredService(Service):
+class SecuredService(ServiceProcess):
     """`python -m service`, ready once /readyz answers the bearer token (it needs credentials here)."""
 
+    def wait_ready(self, timeout: float = 120) -> SecuredService:
+        try:
+            wait_until(self._ready, timeout, interval=0.1, what=f"service ready (log: {self.log})")
+        except BaseException:
+            self.kill()  # a service that never got ready must not outlive its test
+            raise
+        return self
+
     def _ready(self) -> bool:
+        assert self.proc is not None
         if self.proc.poll() is not None:
             raise AssertionError(f"service exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", headers=BEARER, timeout=1).status_code == 200
+            return httpx.get(f"{self.url}/readyz", headers=BEARER, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -426,7 +509,7 @@ def test_generated_password_is_printed_once_kept_hashed_and_survives_restarts(tm
     log = tmp_path / "service.log"
     base = f"http://127.0.0.1:{port}"
 
-    svc = SecuredService(config, port, log)
+    svc = SecuredService(config, port, log).start()
     try:
         printed = GENERATED.findall(log.read_text())
         assert len(printed) == 1, log.read_text()
@@ -440,27 +523,27 @@ def test_generated_password_is_printed_once_kept_hashed_and_survives_restarts(tm
         assert_error(httpx.post(f"{base}/login", json={"password": password + "x"}), 401, "invalid_password")
         session_id, _, _ = login(base, password)
     finally:
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
 
     # A restart prints nothing new; the same password and the same session still work.
-    svc = SecuredService(config, port, log)
+    svc = SecuredService(config, port, log).start()
     try:
         assert len(GENERATED.findall(log.read_text())) == 1, "the password was printed again"
         assert json.loads((state / "http-password.json").read_text()) == stored
         assert httpx.get(f"{base}/session", headers=with_session(session_id)).json()["credentials"] == "session"
         login(base, password)
     finally:
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
 
     # A configured password takes precedence; sessions made under the old one end with it.
-    svc = SecuredService(config, port, log, {"FER_API__PASSWORD": "chosen-password"})
+    svc = SecuredService(config, port, log, {"FER_API__PASSWORD": "chosen-password"}).start()
     try:
         assert_error(httpx.post(f"{base}/login", json={"password": password}), 401, "invalid_password")
         login(base, "chosen-password")
         assert_error(httpx.get(f"{base}/session", headers=with_session(session_id)), 401, "unauthorized")
         assert json.loads((state / "http-password.json").read_text())["source"] == "configured"
     finally:
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
 
     text = log.read_text()
     assert len(GENERATED.findall(text)) == 1

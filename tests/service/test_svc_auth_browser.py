@@ -15,8 +15,8 @@ import httpx
 import pytest
 import yaml
 
+from harness.machine import free_port
 from service.api.auth import COOKIE
-from tests.service.support import free_port
 from tests.service.test_svc_auth import BEARER, PASSWORD, TOKEN, SecuredService
 from tests.service.test_svc_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, Console, sync_playwright
 
@@ -42,11 +42,11 @@ def service(tmp_path: Path, store_root: Path) -> Iterator[str]:
         "cameras": [{"id": "hall", "source": str(tmp_path / "no-such-clip.mp4")}],
     }))  # fmt: skip
     log = tmp_path / "service.log"
-    svc = SecuredService(config, port, log, {"FER_API__PASSWORD": PASSWORD})
+    svc = SecuredService(config, port, log, {"FER_API__PASSWORD": PASSWORD}).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield svc.url
     finally:
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
     errors = [line for line in log.read_text().splitlines() if re.search(r"\bERROR\b", line)]
     assert errors == [], errors
     assert PASSWORD not in log.read_text()

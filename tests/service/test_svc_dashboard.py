@@ -18,6 +18,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry, Histogram
 
+from harness.broker import Mosquitto, Subscriber
+from harness.images import face_crop
+from harness.machine import wait_until
+from harness.service import live_server
 from model_store import ModelStore
 from service.api.models import accuracy
 from service.app import create_app
@@ -33,7 +37,6 @@ from service.pipeline.detect import Box
 from service.pipeline.rules import RuleEngine
 from service.pipeline.track import Track
 from service.runtime import Runtime
-from tests.service.support import Mosquitto, Subscriber, face_crop, live_server, wait_until
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 TOKEN = {"Authorization": "Bearer test-token"}

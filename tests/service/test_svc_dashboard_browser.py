@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.service.support import HAVE_MOSQUITTO, Mosquitto, Subscriber, free_port
-from tests.service.test_svc_e2e import ROOT, Service
+from harness.broker import HAVE_MOSQUITTO, Mosquitto, Subscriber
+from harness.service import ServiceProcess
+from harness.store import SEED_STORE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags of the machine notes: no sandbox (root in a container), nothing fetched in the background.
@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "artifacts"))
+ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 
 try:
     from playwright.sync_api import Page, expect, sync_playwright
@@ -51,12 +51,12 @@ HOLD_S = 65
 TIME_RANGE = re.compile(r"\d\d:\d\d:\d\d–(\d\d:\d\d:\d\d|now)")
 
 
-def write_config(tmp_path: Path, mqtt_port: int, http_port: int) -> Path:
-    config = {
+def service_config(tmp_path: Path, mqtt_port: int) -> dict[str, Any]:
+    return {
         "state_dir": str(tmp_path / "state"),
-        "api": {"port": http_port, "token": TOKEN},
+        "api": {"token": TOKEN},
         "mqtt": {"port": mqtt_port, "reconnect_min_s": 1, "reconnect_max_s": 1, "client_id": "fer-browser"},
-        "model": {"store": str(ROOT / "model_store" / "seed"), "watch_interval_s": 0},
+        "model": {"store": str(SEED_STORE), "watch_interval_s": 0},
         "tracking": {"min_dwell_s": 0.5},
         "cameras": [
             {"id": "demo", "name": "Demo clip", "source": "demo", "loop": True, "fps": 10},
@@ -64,9 +64,6 @@ def write_config(tmp_path: Path, mqtt_port: int, http_port: int) -> Path:
             {"id": "hall", "source": str(tmp_path / "no-such-clip.mp4")},
         ],
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 class Console:
@@ -85,38 +82,26 @@ class Console:
 
 @dataclass
 class Stack:
-    """The broker and the service the page talks to; a test may replace either (a restart)."""
+    """The broker and the service the page talks to; a test may restart either."""
 
     tmp_path: Path
     broker: Mosquitto
-    http_port: int
-    config: Path
-    svc: Service
+    svc: ServiceProcess
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}/"
-
-    @property
-    def log(self) -> Path:
-        return self.tmp_path / "service.log"
+        return f"{self.svc.url}/"
 
     def error_lines(self) -> list[str]:
-        return [line for line in self.log.read_text().splitlines() if re.search(r"\bERROR\b", line)]
+        return [line for line in self.svc.log.read_text().splitlines() if re.search(r"\bERROR\b", line)]
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     broker = Mosquitto(tmp_path / "broker").start()
-    http_port = free_port()
-    config = write_config(tmp_path, broker.port, http_port)
+    s = Stack(tmp_path, broker, ServiceProcess.configured(tmp_path, service_config(tmp_path, broker.port)))
     try:
-        svc = Service(config, http_port, tmp_path / "service.log")
-    except BaseException:
-        broker.kill()
-        raise
-    s = Stack(tmp_path, broker, http_port, config, svc)
-    try:
+        s.svc.start()
         yield s
     finally:
         s.svc.kill()
@@ -220,9 +205,9 @@ def test_dashboard_in_chromium(stack: Stack, browser: Any) -> None:
 
         # A service restart: the browser sees refused connections meanwhile, and only those are allowed.
         console.allow = ("net::ERR_CONNECTION_REFUSED", "net::ERR_EMPTY_RESPONSE", "Failed to load resource")
-        assert stack.svc.terminate() == 0
+        assert stack.svc.stop() == 0
         expect(page.locator("#service-state")).to_have_text("service: disconnected", timeout=15_000)
-        stack.svc = Service(stack.config, stack.http_port, stack.log)
+        stack.svc.start()
         expect(page.locator("#service-state")).to_have_text("service: connected", timeout=30_000)
         expect(page.locator("#broker-state")).to_have_text("broker: connected", timeout=30_000)
         expect(row.locator(".badge").first).to_have_text("online", timeout=30_000)
@@ -234,7 +219,7 @@ def test_dashboard_in_chromium(stack: Stack, browser: Any) -> None:
         assert console.errors == [], console.errors
     finally:
         sub.close()
-    assert stack.svc.terminate() == 0
+    assert stack.svc.stop() == 0
     assert stack.error_lines() == [], stack.error_lines()
 
 

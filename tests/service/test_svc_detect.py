@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.images import astronaut_bgr, encode, pasted_face_frame
 from model_store import ModelStore
 from service.comms.base import MemoryPublisher
 from service.config import ApiConfig, CameraConfig, DetectorConfig, DetectSize, Settings
@@ -22,7 +23,13 @@ from service.pipeline.capture import Frame
 from service.pipeline.detect import DetectorError, YuNetDetector, detect_scaled, make_detector
 from service.pipeline.runner import CameraPipeline
 from service.pipeline.yunet import BUNDLED_MODEL, YuNetSession
-from tests.service.support import astronaut_bgr, encode, iou, pasted_face_frame
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
 @pytest.fixture(scope="module")

@@ -4,23 +4,20 @@ publishing to a real mosquitto, stopped with SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import yaml
 
+from harness.broker import Mosquitto, Subscriber
+from harness.faults import GatedProxy
+from harness.images import face_crop
+from harness.machine import free_port, wait_until
+from harness.service import ServiceProcess
 from model_store import ModelStore
 from service.demo import Segment, write_clip
 from tests.service.conftest import needs_broker
-from tests.service.support import GatedProxy, Mosquitto, Subscriber, face_crop, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN_KEYS = {"image", "images", "pixels", "crop", "crops", "embedding", "embeddings", "frame", "face_image"}
@@ -32,12 +29,11 @@ def clip(path: Path) -> Path:
     return write_clip(path, face_crop(), script, fps=10)
 
 
-def service_config(tmp_path: Path, store_root: Path, mqtt_port: int, cameras: list[dict]) -> tuple[Path, int]:
+def service_config(tmp_path: Path, store_root: Path, mqtt_port: int, cameras: list[dict]) -> dict[str, Any]:
     labels = ModelStore(store_root).manifest("ean", ModelStore(store_root).resolve("ean", "stable")).labels
-    port = free_port()
-    config = {
+    return {
         "state_dir": str(tmp_path / "state"),
-        "api": {"port": port, "token": "t"},
+        "api": {"token": "t"},
         "mqtt": {"port": mqtt_port, "reconnect_min_s": 1, "reconnect_max_s": 1, "client_id": "fer-e2e"},
         "model": {"store": str(store_root), "watch_interval_s": 0.5},
         "tracking": {"max_age_s": 0.5, "min_dwell_s": 0.3, "smoothing_tau_s": 0.2},
@@ -49,53 +45,6 @@ def service_config(tmp_path: Path, store_root: Path, mqtt_port: int, cameras: li
         },
         "cameras": cameras,
     }
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path, port
-
-
-class Service:
-    def __init__(self, config: Path, port: int, log: Path, overrides: dict[str, str] | None = None) -> None:
-        self.port = port
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")} | (overrides or {})
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(config)],
-            cwd=ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            wait_until(self._ready, 90, interval=0.1, what=f"service ready (log: {log})")
-        except BaseException:
-            self.kill()  # a service that never got ready must not outlive its test
-            raise
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"service exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def get(self, path: str) -> Any:
-        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=5).json()
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def services() -> Iterator[list[Service]]:
-    running: list[Service] = []
-    yield running
-    for s in running:
-        s.kill()
 
 
 def assert_only_json(messages: list) -> None:
@@ -121,13 +70,14 @@ def assert_only_json(messages: list) -> None:
         walk(doc)
 
 
-def test_stream_end_to_end(tmp_path: Path, store_root: Path, broker: Mosquitto, services: list[Service]) -> None:
+def test_stream_end_to_end(
+    tmp_path: Path, store_root: Path, broker: Mosquitto, services: list[ServiceProcess]
+) -> None:
     sub = Subscriber(broker.port)
     sub.connected.wait(5)
     cams = [{"id": "cam1", "source": str(clip(tmp_path / "clip.avi")), "fps": 10, "reconnect_min_s": 0.5}]
-    config, port = service_config(tmp_path, store_root, broker.port, cams)
-    svc = Service(config, port, tmp_path / "service.log")
-    services.append(svc)
+    svc = ServiceProcess.configured(tmp_path, service_config(tmp_path, store_root, broker.port, cams))
+    services.append(svc.start())
     labels = svc.get("/models")["served"]["labels"]
 
     def anomalies(kind: str) -> list[dict]:
@@ -142,10 +92,10 @@ def test_stream_end_to_end(tmp_path: Path, store_root: Path, broker: Mosquitto, 
                  what="camera fault end (clip ended, reopened)")  # fmt: skip
     cameras = svc.get("/cameras")["cameras"]
     assert cameras[0]["id"] == "cam1" and cameras[0]["frames_processed"] > 10
-    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    metrics = httpx.get(f"{svc.url}/metrics").text
     assert 'fer_stage_seconds_count{camera="cam1",stage="detect"}' in metrics
     assert "fer_mqtt_connected 1.0" in metrics
-    assert svc.terminate() == 0
+    assert svc.stop() == 0
     sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/available" and b"stopped" in m.payload], what="stopped")
     sub.close()
 
@@ -184,17 +134,16 @@ def test_stream_end_to_end(tmp_path: Path, store_root: Path, broker: Mosquitto, 
 
 @needs_broker
 def test_service_restarted_while_broker_down_then_outbox_delivers(
-    tmp_path: Path, store_root: Path, services: list[Service]
+    tmp_path: Path, store_root: Path, services: list[ServiceProcess]
 ) -> None:
     broker = Mosquitto(tmp_path / "broker", port=free_port())
     cams = [{"id": "cam1", "source": str(tmp_path / "missing.avi"), "reconnect_min_s": 0.2, "reconnect_max_s": 0.5}]
-    config, port = service_config(tmp_path, store_root, broker.port, cams)
     outbox = tmp_path / "state" / "outbox.sqlite3"
-    first = Service(config, port, tmp_path / "run1.log")
-    services.append(first)
+    first = ServiceProcess.configured(tmp_path, service_config(tmp_path, store_root, broker.port, cams), "run1.log")
+    services.append(first.start())
     wait_until(lambda: first.get("/cameras")["cameras"][0]["status"] == "offline", 20, what="camera offline")
     assert first.get("/readyz")["mqtt"] == "disconnected"
-    assert first.terminate() == 0
+    assert first.stop() == 0
 
     with sqlite3.connect(outbox) as db:
         queued = [json.loads(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY id")]
@@ -205,14 +154,14 @@ def test_service_restarted_while_broker_down_then_outbox_delivers(
     try:
         sub = Subscriber(broker.port)
         sub.connected.wait(5)
-        second = Service(config, port, tmp_path / "run2.log")
-        services.append(second)
+        second = ServiceProcess(first.config, first.port, tmp_path / "run2.log")
+        services.append(second.start())
         got = sub.wait_for(lambda ms: len([m for m in ms if m.topic == "fer/cam1/events"]) >= 2 and ms,
                            timeout=20, what="run 1 events")  # fmt: skip
         events = [m.json() for m in got if m.topic == "fer/cam1/events"]
         assert events[:2] == queued
         wait_until(lambda: second.get("/readyz")["mqtt"] == "connected", 10, what="connected")
-        assert second.terminate() == 0
+        assert second.stop() == 0
         with sqlite3.connect(outbox) as db:
             left = db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
         assert left == 0
@@ -224,7 +173,7 @@ def test_service_restarted_while_broker_down_then_outbox_delivers(
 
 @needs_broker
 def test_make_run_config_starts_without_a_broker_and_plays_the_demo(
-    tmp_path: Path, store_root: Path, services: list[Service]
+    tmp_path: Path, store_root: Path, services: list[ServiceProcess]
 ) -> None:
     """deploy/config.yaml as `make run` uses it: no broker at start, the generated demo clip plays,
     and what it produced meanwhile reaches the broker once there is one."""
@@ -239,8 +188,8 @@ def test_make_run_config_starts_without_a_broker_and_plays_the_demo(
         "FER_MQTT__RECONNECT_MAX_S": "1",
         "FER_MODEL__STORE": str(store_root),
     }
-    svc = Service(ROOT / "deploy" / "config.yaml", port, tmp_path / "service.log", env)
-    services.append(svc)
+    svc = ServiceProcess(ROOT / "deploy" / "config.yaml", port, tmp_path / "service.log", env)
+    services.append(svc.start())
     try:
         assert svc.get("/readyz")["mqtt"] == "disconnected"
         wait_until(lambda: svc.get("/cameras")["cameras"][0]["status"] == "online", 20, what="demo camera online")
@@ -254,7 +203,7 @@ def test_make_run_config_starts_without_a_broker_and_plays_the_demo(
         sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/demo/events"], timeout=20, what="demo events")
         status = sub.wait_for(lambda ms: [m for m in ms if m.topic == "fer/demo/status"], what="status")
         assert status[-1].json()["state"] == "online"
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
         sub.close()
         assert_only_json(sub.snapshot())
     finally:

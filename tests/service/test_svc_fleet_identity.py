@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.broker import Mosquitto, Subscriber
+from harness.faults import GatedProxy
+from harness.machine import wait_until
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import CameraStatus, ExpressionChange
 from service.config import MqttConfig, Settings
 from service.metrics import Metrics
-from tests.service.support import GatedProxy, Mosquitto, Subscriber, wait_until
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

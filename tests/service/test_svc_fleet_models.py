@@ -21,11 +21,13 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
+from harness.broker import Mosquitto, Subscriber
+from harness.machine import free_port, wait_until
+from harness.service import ServiceProcess
+from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from tests.service.conftest import needs_broker
-from tests.service.support import Mosquitto, Subscriber, copy_store, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 GATEWAYS = ("gw-a", "gw-b", "gw-c")
@@ -88,13 +90,6 @@ def process(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
             proc.wait()
 
 
-def publish_copy_of_v1(store: ModelStore) -> int:
-    """A new version with v1's files: a different version number is all a rollout needs to see."""
-    manifest = store.manifest("ean", 1)
-    vdir = store.version_dir("ean", 1)
-    return store.publish(manifest, {fname: vdir / fname for fname in manifest.files})
-
-
 def served(url: str) -> int | None:
     try:
         body = httpx.get(f"{url}/models", timeout=5).json()
@@ -119,10 +114,9 @@ def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
     broker = Mosquitto(tmp_path / "broker").start()
     central = copy_store(tmp_path / "central")
     store = ModelStore(central)
-    assert publish_copy_of_v1(store) == 2 and publish_copy_of_v1(store) == 3
+    assert publish_copy(store) == 2 and publish_copy(store) == 3
     store_port = free_port()
     watch = Subscriber(broker.port, ("fer/models/#", "fer/gateways/+/model"))
-    urls = {gw: f"http://127.0.0.1:{free_port()}" for gw in GATEWAYS}
     with contextlib.ExitStack() as stack:
         stack.callback(broker.kill)
         stack.callback(watch.close)
@@ -135,25 +129,24 @@ def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
         wait_until(lambda: _get_ok(f"{store_url}/healthz"), 30, what="store server")
         proxy = CorruptingProxy(store_url)
         stack.callback(proxy.close)
+        gateways: dict[str, ServiceProcess] = {}
         for gw in GATEWAYS:
             config = {
                 "gateway_id": gw,
                 "state_dir": str(tmp_path / gw / "state"),
-                "api": {"host": "127.0.0.1", "port": int(urls[gw].rsplit(":", 1)[1]), "token": "t"},
+                "api": {"token": "t"},
                 "mqtt": {"port": broker.port, "reconnect_min_s": 1, "reconnect_max_s": 2},
                 # An empty cache: each gateway fetches its first model from the store at start-up.
                 "model": {"store": str(tmp_path / gw / "cache"), "watch_interval_s": 0.5},
                 "distribution": {"enabled": True, "url": proxy.url if gw == "gw-c" else store_url,
                                  "retry_min_s": 0.5, "retry_max_s": 2},
             }  # fmt: skip
-            path = tmp_path / f"{gw}.yaml"
-            path.write_text(yaml.safe_dump(config))
-            stack.enter_context(process([sys.executable, "-m", "service", "--config", str(path)],
-                                        tmp_path / f"{gw}.log"))  # fmt: skip
-        logs = {gw: tmp_path / f"{gw}.log" for gw in GATEWAYS}
+            gateways[gw] = ServiceProcess.configured(tmp_path / gw, config).launch()
+            stack.callback(gateways[gw].stop)
+        urls = {gw: svc.url for gw, svc in gateways.items()}
         try:
-            for gw in GATEWAYS:
-                wait_until(lambda gw=gw: _get_ok(f"{urls[gw]}/readyz"), 120, 0.2, what=f"{gw} ready")
+            for svc in gateways.values():
+                svc.wait_ready()
             assert {gw: served(urls[gw]) for gw in GATEWAYS} == dict.fromkeys(GATEWAYS, 1)
             ready = httpx.get(f"{urls['gw-b']}/readyz", timeout=5).json()
             assert ready["gateway"] == "gw-b" and ready["camera_clashes"] == {}
@@ -196,8 +189,8 @@ def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
             states = {gw: watch.snapshot(f"fer/gateways/{gw}/model")[-1].json() for gw in GATEWAYS}
             assert all(s["state"] == "serving" and s["version"] == 3 for s in states.values()), states
         except BaseException:
-            for gw, log in logs.items():
-                print(f"--- {gw}\n{log.read_text()[-3000:]}")
+            for gw, svc in gateways.items():
+                print(f"--- {gw}\n{svc.log.read_text()[-3000:]}")
             print(f"--- store\n{(tmp_path / 'store.log').read_text()[-2000:]}")
             raise
 
@@ -244,7 +237,7 @@ def test_store_server_is_read_only_and_serves_sha256_etags(tmp_path: Path) -> No
 @pytest.mark.parametrize("gateways", [["gw-b"], None])
 def test_promote_records_which_gateways_take_an_alias(tmp_path: Path, gateways: list[str] | None) -> None:
     store = ModelStore(copy_store(tmp_path / "central"))
-    v2 = publish_copy_of_v1(store)
+    v2 = publish_copy(store)
     store.set_alias("ean", "candidate", v2, gateways)
     assert store.aliases("ean")["candidate"] == v2
     assert store.alias_gateways("ean") == ({"candidate": ["gw-b"]} if gateways else {})

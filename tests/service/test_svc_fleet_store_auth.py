@@ -21,13 +21,14 @@ import httpx
 import pytest
 import yaml
 
+from harness.broker import Mosquitto, Subscriber
+from harness.machine import free_port, wait_until
+from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from model_store.distribution import announcement
 from service.models import ModelLoadError
 from service.runtime import Runtime
 from tests.service.conftest import needs_broker
-from tests.service.support import Mosquitto, Subscriber, copy_store, free_port, wait_until
-from tests.service.test_svc_fleet_models import publish_copy_of_v1
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "store-token-0123456789abcdef"
@@ -73,7 +74,7 @@ def store_server(tmp_path: Path, tls: Issued) -> Iterator[Store]:
     """The real server process, as a site runs it: on every address (the tests reach it on 127.0.0.1 only), over
     HTTPS, with the token from its environment (never the command line)."""
     central = copy_store(tmp_path / "central")
-    publish_copy_of_v1(ModelStore(central))
+    publish_copy(ModelStore(central))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")} | {"MODEL_STORE_TOKEN": TOKEN}
     log = tmp_path / "store.log"

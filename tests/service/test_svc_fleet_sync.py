@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
+from harness.broker import Mosquitto, Subscriber
+from harness.machine import wait_until
+from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from model_store.distribution import Announcer, StoreHTTPServer, announcement
 from service.runtime import Runtime
 from tests.service.conftest import needs_broker
-from tests.service.support import Mosquitto, Subscriber, copy_store, wait_until
-from tests.service.test_svc_fleet_models import publish_copy_of_v1
 
 pytestmark = needs_broker
 
@@ -24,7 +25,7 @@ pytestmark = needs_broker
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[tuple[ModelStore, str]]:
     store = ModelStore(copy_store(tmp_path / "central"))
-    publish_copy_of_v1(store)
+    publish_copy(store)
     server = StoreHTTPServer(store, "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -41,7 +42,7 @@ def test_bad_announcements_are_ignored_and_a_corrupt_cached_copy_is_fetched_agai
     # The cache already holds v1 and a copy of v2 whose model file rotted on disk.
     cache = copy_store(tmp_path / "cache")
     cache_store = ModelStore(cache)
-    publish_copy_of_v1(cache_store)
+    publish_copy(cache_store)
     rotten = cache / "ean" / "2" / "model.onnx"
     rotten.chmod(0o644)
     rotten.write_bytes(b"\0" + rotten.read_bytes()[1:])

@@ -10,11 +10,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.images import encode, one_face_frame
+from harness.service import live_server
 from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
 from service.demo import background
-from tests.service.support import encode, live_server, one_face_frame
 from tests.service.test_svc_units import png_header
 
 TOKEN = {"Authorization": "Bearer test-token"}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.images import encode, one_face_frame
 from model_store import ModelStore
 from service.config import ApiConfig, DetectorConfig
 from service.infer import analysis
@@ -15,7 +16,6 @@ from service.infer.analysis import ImageAnalyser
 from service.models import load_version
 from service.pipeline.detect import DetectorError
 from service.pipeline.yunet import YuNetSession
-from tests.service.support import encode, one_face_frame
 
 
 def test_the_first_requests_build_no_detector(store_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.broker import Mosquitto, Subscriber
+from harness.faults import GatedProxy
+from harness.images import face_crop
+from harness.machine import free_port, wait_until
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import AnomalyEvent, CameraStatus, ExpressionChange, ExpressionState
@@ -20,7 +24,6 @@ from service.demo import Segment, write_clip
 from service.metrics import Metrics
 from service.runtime import Runtime
 from tests.service.conftest import needs_broker
-from tests.service.support import GatedProxy, Mosquitto, Subscriber, face_crop, free_port, wait_until
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -13,12 +13,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from harness.broker import HAVE_MOSQUITTO, Mosquitto, Subscriber
+from harness.machine import free_port, wait_until
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.config import MqttConfig
 from service.metrics import Metrics
-from tests.service.conftest import HAVE_MOSQUITTO
-from tests.service.support import Mosquitto, Subscriber, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,11 +21,13 @@ import numpy as np
 import pytest
 import yaml
 
+from harness.broker import Mosquitto, Subscriber
+from harness.images import face_crop, one_face_frame
+from harness.service import live_server
 from service.app import create_app
 from service.config import Settings
 from service.demo import Segment, write_clip
 from service.runtime import Runtime
-from tests.service.support import Mosquitto, Subscriber, face_crop, live_server, one_face_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 README = "README.md"

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.images import one_face_frame
 from model_store import ModelStore
 from service.__main__ import main
 from service.comms.base import MemoryPublisher
@@ -25,7 +26,6 @@ from service.pipeline.capture import Frame, LatestFrame
 from service.pipeline.classify import crop_face, prepare_batch
 from service.pipeline.detect import Box, DetectorError, detect_scaled, make_detector
 from service.pipeline.runner import CameraPipeline
-from tests.service.support import one_face_frame
 
 
 def test_demo_clip_shows_the_shipped_face(tmp_path: Path) -> None:

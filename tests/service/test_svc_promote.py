@@ -16,11 +16,12 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from bench._faults import FAULTS, UNSERVABLE_BUT_VERIFIED, publish_copy
+from harness.faults import FAULTS, UNSERVABLE_BUT_VERIFIED
+from harness.service import live_server
+from harness.store import publish_copy
 from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
-from tests.service.support import live_server
 
 TOKEN = {"Authorization": "Bearer test-token"}
 

@@ -12,31 +12,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.images import encode, one_face_frame
+from harness.machine import wait_until
+from harness.service import live_server
+from harness.store import publish_copy
 from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
-from tests.service.support import encode, live_server, one_face_frame, wait_until
 
 TOKEN = {"Authorization": "Bearer test-token"}
-
-
-def publish_copy(store: ModelStore, labels: list[str] | None = None, model_bytes: bytes | None = None,
-                 **manifest_update: object) -> int:
-    """A new version of the stable model, optionally with other labels, graph bytes or manifest fields."""
-    base = store.resolve("ean", "stable")
-    manifest = store.manifest("ean", base)
-    vdir = store.version_dir("ean", base)
-    files: dict[str, str | Path] = {manifest.model_file: vdir / manifest.model_file}
-    for variant in manifest.variants.values():
-        files[variant.file] = vdir / variant.file
-    if model_bytes is not None:
-        replacement = vdir.parent / f".test-{time.monotonic_ns()}.onnx"
-        replacement.write_bytes(model_bytes)
-        files[manifest.model_file] = replacement
-    update = {"version": None, "files": {}, **manifest_update}
-    if labels is not None:
-        update["labels"] = labels
-    return store.publish(manifest.model_copy(update=update), files)
 
 
 def metric(client: TestClient, name: str) -> float:

@@ -21,10 +21,12 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from harness.images import encode, one_face_frame
+from harness.machine import wait_until
+from harness.service import live_server
 from service.app import create_app
 from service.config import Settings
 from service.server import server_config
-from tests.service.support import encode, live_server, one_face_frame, wait_until
 from tests.service.test_svc_http import assert_error
 
 

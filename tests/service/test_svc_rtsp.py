@@ -13,13 +13,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.broker import Mosquitto, Subscriber
+from harness.images import face_crop
+from harness.machine import free_port, wait_until
 from harness.rtsp import RtspServer, encode_h264, require_rtsp_server
+from harness.service import ServiceProcess
 from service.__main__ import main
 from service.config.cameras import redact
 from service.demo import Segment, write_clip
-from tests.service.support import Mosquitto, Subscriber, face_crop, free_port, wait_until
-from tests.service.test_svc_e2e import Service, service_config
-from tests.service.test_svc_e2e import services as services  # the fixture: killed after the test
+from tests.service.test_svc_e2e import service_config
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +64,8 @@ def test_rtsp_camera_online_lost_fault_and_back_without_restart(
         "reconnect_min_s": 0.5, "reconnect_max_s": reconnect_max_s,
         "rules": {"camera_fault": {"no_frames_s": no_frames_s}},
     }]  # fmt: skip
-    config, port = service_config(tmp_path, store_root, broker.port, cams)
-    svc = Service(config, port, tmp_path / "service.log")
-    services.append(svc)
+    svc = ServiceProcess.configured(tmp_path, service_config(tmp_path, store_root, broker.port, cams))
+    services.append(svc.start())
 
     sub.wait_for(lambda ms: ("online", None) in statuses(sub, "cam"), 30, what="camera online")
     sub.wait_for(lambda ms: events(sub, "cam", "expression_change"), 30, what="an expression event")
@@ -97,7 +98,7 @@ def test_rtsp_camera_online_lost_fault_and_back_without_restart(
     frames = svc.get("/cameras")["cameras"][0]["frames_processed"]
     wait_until(lambda: svc.get("/cameras")["cameras"][0]["frames_processed"] > frames + 5, 20, what="frames again")
     print(f"stream_lost after {lost_after:.2f} s; online {back_after:.2f} s after the server returned")
-    assert svc.terminate() == 0
+    assert svc.stop() == 0
     sub.close()
 
 
@@ -113,10 +114,8 @@ def test_rtsp_password_appears_nowhere(
         {"id": "good", "source": server.url("cam", f"viewer:{password}"), "fps": 5, "reconnect_max_s": 1},
         {"id": "wrong", "source": server.url("cam", f"viewer:{wrong}"), "fps": 5, "reconnect_max_s": 1},
     ]
-    config, port = service_config(tmp_path, store_root, broker.port, cams)
-    log = tmp_path / "service.log"
-    svc = Service(config, port, log)
-    services.append(svc)
+    svc = ServiceProcess.configured(tmp_path, service_config(tmp_path, store_root, broker.port, cams))
+    services.append(svc.start())
     # The credentials work (the camera is online) and the wrong ones are refused, with their log lines.
     sub.wait_for(lambda ms: ("online", None) in statuses(sub, "good"), 30, what="good camera online")
     sub.wait_for(lambda ms: ("offline", "open_failed") in statuses(sub, "wrong"), 30, what="wrong refused")
@@ -124,15 +123,15 @@ def test_rtsp_password_appears_nowhere(
     server.kill()
     sub.wait_for(lambda ms: ("offline", "stream_lost") in statuses(sub, "good"), 10, what="stream_lost")
 
-    base = f"http://127.0.0.1:{port}"
+    base = svc.url
     answers = [httpx.get(base + path, timeout=5) for path in ("/healthz", "/readyz", "/cameras", "/models", "/metrics")]
     answers.append(httpx.get(base + "/cameras/good", timeout=5))
     answers.append(httpx.post(base + "/infer", content=b"x", timeout=5))
     assert answers[2].status_code == 200 and {c["id"] for c in answers[2].json()["cameras"]} == {"good", "wrong"}
-    assert svc.terminate() == 0
+    assert svc.stop() == 0
     sub.close()
 
-    text = log.read_text(errors="replace")
+    text = svc.log.read_text(errors="replace")
     # The log does name the sources (that is what would leak), with the credentials masked, and says why.
     assert "rtsp://***@127.0.0.1" in text and "401 Unauthorized" in text
     places = {"log": text, "metrics": answers[4].text}
@@ -167,9 +166,8 @@ def test_rtsp_transport_is_the_one_configured_and_dead_cameras_fail_in_bounded_t
         {"id": "silent", "source": f"rtsp://127.0.0.1:{silent_port}/cam", "fps": 5, "timeout_s": timeout_s},
     ]
     try:
-        config, port = service_config(tmp_path, store_root, broker.port, cams)
-        svc = Service(config, port, tmp_path / "service.log")
-        services.append(svc)
+        svc = ServiceProcess.configured(tmp_path, service_config(tmp_path, store_root, broker.port, cams))
+        services.append(svc.start())
         ready = time.monotonic()
         for cam in ("refused", "silent"):
             sub.wait_for(lambda ms, cam=cam: statuses(sub, cam), 3 * timeout_s + 5, what=f"{cam} status")
@@ -195,7 +193,7 @@ def test_rtsp_transport_is_the_one_configured_and_dead_cameras_fail_in_bounded_t
         for cam in ("refused", "silent", "wrong_udp", "wrong_tcp"):
             assert ("online", None) not in statuses(sub, cam)
         print(f"open_failed for both dead cameras within {bounded:.2f} s of the service being ready")
-        assert svc.terminate() == 0
+        assert svc.stop() == 0
     finally:
         silent.close()
         sub.close()

@@ -22,6 +22,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from harness.images import face_crop
+from harness.machine import wait_until
 from harness.rtsp import RtspServer, encode_h264, require_rtsp_server
 from service.config import CameraConfig
 from service.config.cameras import DecodeConfig
@@ -35,7 +37,6 @@ from service.pipeline.capture import (
     open_source,
     run_capture,
 )
-from tests.service.support import face_crop, wait_until
 
 FPS = 15
 PERIOD = 1.0 / FPS

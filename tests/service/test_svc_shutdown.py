@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.machine import free_port
 from service.comms.outbox import Outbox
 from service.config import Settings
 from service.runtime import Runtime
-from tests.service.support import free_port
 
 
 def test_cameras_stop_together_and_a_stuck_worker_is_left_alone(

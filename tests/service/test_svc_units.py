@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+from harness.images import encode, one_face_frame
 from service.api.errors import CoreError, from_core
 from service.cameras import CameraError, CameraProblem
 from service.comms.outbox import Outbox
@@ -25,7 +26,6 @@ from service.models import PromoteError, Refusal
 from service.pipeline.detect import Box
 from service.pipeline.rules import RuleEngine
 from service.pipeline.track import IouTracker, Track
-from tests.service.support import encode, one_face_frame
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from harness.images import face_crop
 from service.comms.base import MemoryPublisher
 from service.comms.payloads import AnomalyEvent, ExpressionChange
 from service.config import CameraConfig, ConfigError, RulesConfig, Settings, TrackingConfig, load_settings
@@ -25,7 +26,6 @@ from service.pipeline.rules import RuleEngine
 from service.pipeline.runner import CameraPipeline
 from service.pipeline.track import Track
 from service.pipeline.zones import ZoneFilter
-from tests.service.support import face_crop
 
 LEFT_HALF = "0,0,0.5,0,0.5,1,0,1"
 RIGHT_TOP = [[0.5, 0], [1, 0], [1, 0.5], [0.5, 0.5]]

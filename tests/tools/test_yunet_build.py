@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from harness.images import astronaut_bgr, pasted_face_frame
 from service.pipeline.yunet import BUNDLED_MODEL, YuNetSession
-from tests.service.support import astronaut_bgr, pasted_face_frame
 from tools.yunet import build
 from tools.yunet.elf import ElfError, ElfImage
 

@@ -1,13 +1,17 @@
 #!/bin/sh
-# The broker's logins, ACL and TLS certificate. docker-compose.yml's one-shot `mqtt-auth` service
-# runs it before mosquitto and fer-service start, on every `docker compose up`; it only creates what
-# is missing, so the passwords of the first start stay (deploy/README.md, "MQTT: users, ACL and TLS").
+# The broker's logins, ACL and TLS certificate, and the HTTP API's bearer token that fer-service and
+# Prometheus share. docker-compose.yml's one-shot `mqtt-auth` service runs it before the others start,
+# on every `docker compose up`; it only creates what is missing, so the secrets of the first start stay
+# (deploy/README.md, "MQTT: users, ACL and TLS" and "Monitoring").
 #
 #   mqtt-auth.sh              a password for each shipped user that has none, the password file and
-#                             the ACL rebuilt, a CA and the broker's certificate when missing
+#                             the ACL rebuilt, a CA and the broker's certificate when missing, the API
+#                             token when missing
 #   mqtt-auth.sh passwd USER  set USER's password from standard input (a new user too), then rebuild
-#   mqtt-auth.sh remove USER  remove USER's login (a shipped user gets a new password at the next start)
-#   mqtt-auth.sh show USER    print USER's password; `show ca` prints the CA certificate
+#   mqtt-auth.sh remove USER  remove USER's login (a shipped user gets a new password at the next start);
+#                             `remove api-token`: the next start makes a new token
+#   mqtt-auth.sh show USER    print USER's password; `show ca` prints the CA certificate, `show api-token`
+#                             the API token
 #
 # Nothing secret is printed unless `show` asks for it.
 set -eu
@@ -16,6 +20,9 @@ AUTH_DIR=${AUTH_DIR:-/auth}           # the fer-edge-mqtt-auth volume
 SHIPPED_DIR=${SHIPPED_DIR:-/shipped}  # deploy/mosquitto, read-only: acl, and conf.d/*.acl of your own
 BROKER_UID=${BROKER_UID:-1883}        # the `mosquitto` user of the eclipse-mosquitto image
 SERVICE_UID=${SERVICE_UID:-10001}     # FER_UID of deploy/service.Dockerfile
+# The group that may read the API token besides the service: compose sets Prometheus's. Unset, the
+# service's uid alone reads it.
+PROMETHEUS_GID=${PROMETHEUS_GID:-}
 TLS_NAMES=${TLS_NAMES:-}              # more names for the broker's certificate: host names and IPs, comma separated
 USERS="fer admin homeassistant dashboard"
 # The service reads this one; every other password file is root's alone.
@@ -25,6 +32,7 @@ RENEW_BEFORE_S=2592000
 
 users_dir=$AUTH_DIR/users
 tls_dir=$AUTH_DIR/tls
+api_token=$AUTH_DIR/api-token
 
 die() {
     echo "mqtt-auth: $*" >&2
@@ -180,6 +188,24 @@ ensure_tls() {
     echo "mqtt-auth: issued the broker's certificate for $names"
 }
 
+ensure_api_token() {
+    if [ ! -s "$api_token" ]; then
+        tmp=$AUTH_DIR/.api-token.new
+        printf '%s\n' "$(random_secret)" >"$tmp"
+        mv -f "$tmp" "$api_token"
+        echo "mqtt-auth: made the HTTP API's bearer token (mqtt-auth show api-token prints it)"
+    fi
+    # On every run, not only when it is made: a token kept from an earlier start follows a change of
+    # PROMETHEUS_GID, and a new one is root's alone until this line hands it over.
+    if [ -n "$PROMETHEUS_GID" ]; then
+        chown "$SERVICE_UID:$PROMETHEUS_GID" "$api_token"
+        chmod 0440 "$api_token"
+    else
+        chown "$SERVICE_UID" "$api_token"
+        chmod 0400 "$api_token"
+    fi
+}
+
 prepare() {
     umask 077
     mkdir -p "$users_dir"
@@ -198,6 +224,7 @@ init() {
     build_passwd
     build_acl
     ensure_tls
+    ensure_api_token
 }
 
 case ${1:-init} in
@@ -207,6 +234,10 @@ case ${1:-init} in
     passwd)
         [ $# -eq 2 ] || die "usage: mqtt-auth.sh passwd USER  (the password on standard input)"
         valid_user "$2"
+        # `show` reads these two names as its own, so no login may take them.
+        case $2 in
+            ca | api-token) die "'$2' is reserved: 'show $2' prints something else" ;;
+        esac
         prepare
         if [ -t 0 ]; then
             printf 'new password for %s: ' "$2" >&2
@@ -223,7 +254,13 @@ case ${1:-init} in
         echo "mqtt-auth: set the password of '$2'; the broker reads it on SIGHUP or restart"
         ;;
     remove)
-        [ $# -eq 2 ] || die "usage: mqtt-auth.sh remove USER"
+        [ $# -eq 2 ] || die "usage: mqtt-auth.sh remove USER|api-token"
+        if [ "$2" = api-token ]; then
+            [ -f "$api_token" ] || die "no API token"
+            rm -f "$api_token"
+            echo "mqtt-auth: removed the API token; the next start makes a new one, then restart fer-service"
+            exit 0
+        fi
         valid_user "$2"
         [ -f "$users_dir/$2" ] || die "no user '$2'"
         prepare
@@ -232,9 +269,12 @@ case ${1:-init} in
         echo "mqtt-auth: removed '$2'; the broker forgets it on SIGHUP or restart"
         ;;
     show)
-        [ $# -eq 2 ] || die "usage: mqtt-auth.sh show USER|ca"
+        [ $# -eq 2 ] || die "usage: mqtt-auth.sh show USER|ca|api-token"
         if [ "$2" = ca ]; then
             cat "$tls_dir/ca.crt"
+        elif [ "$2" = api-token ]; then
+            [ -f "$api_token" ] || die "no API token yet: the first start makes it"
+            cat "$api_token"
         else
             valid_user "$2"
             [ -f "$users_dir/$2" ] || die "no user '$2'"
@@ -242,6 +282,6 @@ case ${1:-init} in
         fi
         ;;
     *)
-        die "unknown command '$1' (init, passwd USER, remove USER, show USER|ca)"
+        die "unknown command '$1' (init, passwd USER, remove USER|api-token, show USER|ca|api-token)"
         ;;
 esac

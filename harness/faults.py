@@ -1,40 +1,88 @@
-"""Versions that must never be served, each published into a real store the way a broken trainer or
-a bad disk would leave it. Shared by the chaos bench and the promotion tests."""
+"""Faults from outside, to see what the service does with them: a network that lets clients through
+only when told and cuts them off at once (`GatedProxy`), and model versions that must never be served,
+each published into a real store the way a broken trainer or a bad disk would leave it (`FAULTS`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
+import socket
+import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
+from harness.machine import free_port
+from harness.store import publish_copy
 from model_store import MANIFEST_FILE, ModelStore
 
 
-def publish_copy(store: ModelStore, labels: list[str] | None = None, model_bytes: bytes | None = None,
-                 name: str = "ean") -> int:  # fmt: skip
-    """A new version of the stable model, optionally with other labels or other graph bytes (hashed
-    by the store as it publishes them, so the files match their manifest)."""
-    base = store.resolve(name, "stable")
-    manifest = store.manifest(name, base)
-    vdir = store.version_dir(name, base)
-    files: dict[str, str | Path] = {manifest.model_file: vdir / manifest.model_file}
-    for variant in manifest.variants.values():
-        files[variant.file] = vdir / variant.file
-    if model_bytes is not None:
-        replacement = vdir.parent / f".fault-{time.monotonic_ns()}.onnx"
-        replacement.write_bytes(model_bytes)
-        files[manifest.model_file] = replacement
-    update: dict = {"version": None, "files": {}}
-    if labels is not None:
-        update["labels"] = labels
-    try:
-        return store.publish(manifest.model_copy(update=update), files)
-    finally:
-        if model_bytes is not None:
-            replacement.unlink()
+class GatedProxy:
+    """A TCP forwarder whose gate decides when clients get through to the broker."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.open = threading.Event()
+        self.open.set()
+        self._sock = socket.create_server(("127.0.0.1", self.port))
+        self._sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def sever(self) -> None:
+        """Cut every open connection, as a network failure would (the broker then sends Wills)."""
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sock.close()
+        with self._lock:
+            for s in self._conns:
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+# -- versions that must never be served ------------------------------------------------------------
 
 
 def float32_graph() -> bytes:
