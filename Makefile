@@ -24,6 +24,7 @@ run: $(VENV)/.stamp-service
 # pytest exits 5 when it collected no test: that must never pass as success.
 test: $(VENV)/.stamp-all
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 clean:

@@ -48,10 +48,10 @@ def pasted(face48: np.ndarray, angle: float, pics: list[np.ndarray], rng: np.ran
     )
     # A feathered square: the rotation filled its corners with mirrored face border.
     mask = cv2.erode(np.full((side, side), 255, np.uint8), np.ones((9, 9), np.uint8), borderValue=0)
-    mask = cv2.GaussianBlur(mask, (0, 0), side / 30)[..., None] / 255.0
+    feather = cv2.GaussianBlur(mask, (0, 0), side / 30)[..., None] / 255.0
     x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
     region = frame[y : y + side, x : x + side].astype(np.float32)
-    frame[y : y + side, x : x + side] = (mask * rot + (1 - mask) * region).astype(np.uint8)
+    frame[y : y + side, x : x + side] = (feather * rot + (1 - feather) * region).astype(np.uint8)
     return frame
 
 

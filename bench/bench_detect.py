@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from functools import partial
 
 import cv2
 import numpy as np
@@ -87,15 +88,13 @@ def main() -> None:
     runs: list[tuple[str, Callable[[np.ndarray], list[Box]], list[float | None]]] = []
     if not args.no_haar_full:
         runs.append(("Haar, full frame", haar.detect, [None]))
-    runs.append(("Haar, 320 wide", lambda im: detect_scaled(haar, im, 320, 240), [None]))
+    runs.append(("Haar, 320 wide", partial(detect_scaled, haar, max_w=320, max_h=240), [None]))
     for w in (640, 480, 416, 320):
-        runs.append(
-            (f"YuNet onnxruntime, {w} wide", lambda im, w=w: detect_scaled(yunet, im, w, w * 3 // 4), args.thresholds)
-        )
+        runs.append((f"YuNet onnxruntime, {w} wide", partial(detect_scaled, yunet, max_w=w, max_h=w * 3 // 4),
+                     args.thresholds))
     for w in (640, 320):
-        runs.append(
-            (f"YuNet cv2.FaceDetectorYN, {w} wide", lambda im, w=w: detect_scaled(cv_yunet, im, w, w * 3 // 4), [low])
-        )
+        runs.append((f"YuNet cv2.FaceDetectorYN, {w} wide",
+                     partial(detect_scaled, cv_yunet, max_w=w, max_h=w * 3 // 4), [low]))
     labels = " / ".join(str(lo) if hi == lo else f">={lo}" for lo, hi in BUCKETS)
     print(f"| detector | score >= | CPU ms per frame | wall ms | recall % at {labels} px | FP on face-free | extra |")
     print("|---|---|---|---|---|---|---|")

@@ -12,8 +12,10 @@ timed at one intra-op thread, at batch 1 and batch 32, through the same uint8 â†
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +26,7 @@ from torch import nn
 from model_store import ModelStore
 from trainer.config import load_config
 from trainer.export import INPUT_NAME, OUTPUT_NAME, Deployable
-from trainer.model import EAN, count_macs, count_params
+from trainer.model import EAN, EANConfig, count_macs, count_params
 
 
 def _sep(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -43,6 +45,10 @@ class _XceptionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x) + self.residual(x)
+
+
+def _student(student: EANConfig, update: dict) -> nn.Module:
+    return EAN(student.model_copy(update=update))
 
 
 def mini_xception(num_classes: int = 7) -> nn.Module:
@@ -204,8 +210,10 @@ def main() -> None:
         student = load_config(args.config).student
         placements = (("every block", {"eca": "every_block"}), ("stage_end from 2", {"eca": "stage_end"}),
                       ("pooled features only", {"eca": "head"}))
-        shapes = [(f"small student shape, ECA {tag}", lambda u=update: EAN(student.model_copy(update=u)))
-                  for tag, update in placements]
+        shapes: list[tuple[str, Callable[[], nn.Module]]] = [
+            (f"small student shape, ECA {tag}", functools.partial(_student, student, update))
+            for tag, update in placements
+        ]
         shapes += [("mini-Xception shape", mini_xception), ("MobileNetV3-small shape", mobilenet_v3_small)]
         for i, (name, factory) in enumerate(shapes):
             model = factory()

@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -82,6 +83,18 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _positive(counts: list[int], i: int) -> bool:
+    return counts[i] > 0
+
+
+def _delivering(pipeline: TimedPipeline) -> bool:
+    return pipeline.capture_status.last_frame_at is not None
+
+
+def _sample(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
 def wait_all_up(ready: list[Callable[[], bool]], what: str, limit_s: float = 60.0) -> float:
     """Seconds from now until every ``ready()`` is true; exits when one is not within ``limit_s``."""
     t0 = time.monotonic()
@@ -111,7 +124,7 @@ def decode_cost(sources: list[str], seconds: float) -> tuple[float, float]:
     threads = [threading.Thread(target=read, args=(i,), daemon=True) for i in range(len(sources))]
     for t in threads:
         t.start()
-    up_s = wait_all_up([lambda i=i: counts[i] > 0 for i in range(len(sources))], "sources")
+    up_s = wait_all_up([partial(_positive, counts, i) for i in range(len(sources))], "sources")
     print(f"  decode only: every source delivered frames {up_s:.2f} s after the start")
     time.sleep(1.0)  # past the first frames' burst
     frames0, cpu0, t0 = sum(counts), cpu_seconds(), time.monotonic()
@@ -158,7 +171,8 @@ def run_sources(n: int, sources: list[str], dead: list[str], server: RtspServer 
     detector = DetectorConfig(kind=args.detector, scale_factor=args.scale_factor)
     # A short dwell so that expression events (the events measured) are frequent.
     tracking = TrackingConfig(min_dwell_s=0.2, smoothing_tau_s=0.2)
-    pipelines, dead_pipelines = [], []
+    pipelines: list[TimedPipeline] = []
+    dead_pipelines: list[TimedPipeline] = []
     for cam_id, source in zip(ids + dead_ids, sources + dead, strict=True):
         cam = CameraConfig.model_validate(
             {"id": cam_id, "source": source, "loop": True, "fps": args.fps,
@@ -170,15 +184,15 @@ def run_sources(n: int, sources: list[str], dead: list[str], server: RtspServer 
     # The dead cameras first, so that their opens are in flight while the live ones open.
     for p in dead_pipelines + pipelines:
         p.start()
-    up_s = wait_all_up([lambda p=p: p.capture_status.last_frame_at is not None for p in pipelines], "cameras")
+    up_s = wait_all_up([partial(_delivering, p) for p in pipelines], "cameras")
     also = f", beside {len(dead)} dead one(s)" if dead else ""
     print(f"  all {n} camera(s) delivering frames {up_s:.2f} s after the pipelines started{also}")
     time.sleep(args.warmup)
     start_frames = [p.frames for p in pipelines]
     start_dropped = [p.mailbox.dropped for p in pipelines]
-    sums0 = {s: sum(registry.get_sample_value("fer_stage_seconds_sum", {"camera": c, "stage": s}) for c in ids)
+    sums0 = {s: sum(_sample(registry, "fer_stage_seconds_sum", {"camera": c, "stage": s}) for c in ids)
              for s in PIPELINE_STAGES}  # fmt: skip
-    counts0 = {s: sum(registry.get_sample_value("fer_stage_seconds_count", {"camera": c, "stage": s}) for c in ids)
+    counts0 = {s: sum(_sample(registry, "fer_stage_seconds_count", {"camera": c, "stage": s}) for c in ids)
                for s in PIPELINE_STAGES}  # fmt: skip
     for p in pipelines:
         p.recording = True
@@ -193,8 +207,8 @@ def run_sources(n: int, sources: list[str], dead: list[str], server: RtspServer 
     dropped = [(p.mailbox.dropped - d0) / elapsed for p, d0 in zip(pipelines, start_dropped, strict=True)]
     stage_ms = {}
     for s in PIPELINE_STAGES:
-        total = sum(registry.get_sample_value("fer_stage_seconds_sum", {"camera": c, "stage": s}) for c in ids)
-        count = sum(registry.get_sample_value("fer_stage_seconds_count", {"camera": c, "stage": s}) for c in ids)
+        total = sum(_sample(registry, "fer_stage_seconds_sum", {"camera": c, "stage": s}) for c in ids)
+        count = sum(_sample(registry, "fer_stage_seconds_count", {"camera": c, "stage": s}) for c in ids)
         if count > counts0[s]:
             stage_ms[s] = (total - sums0[s]) / (count - counts0[s]) * 1000
     for p in pipelines + dead_pipelines:

@@ -23,6 +23,7 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -105,7 +106,7 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(value, name))
         return name
 
-    def _conv(self, x: str, name: str, weight: np.ndarray, bias: np.ndarray, **attrs: object) -> str:
+    def _conv(self, x: str, name: str, weight: np.ndarray, bias: np.ndarray, **attrs: Any) -> str:
         wn = self._const(f"{name}.weight", np.ascontiguousarray(weight, dtype=np.float32))
         bn = self._const(f"{name}.bias", bias.astype(np.float32))
         out = self._tmp(name)
@@ -140,7 +141,7 @@ class _Graph:
     def stage(self, x: str, prefix: str) -> str:
         return self.dp(self.dp(x, f"{prefix}_dp1"), f"{prefix}_dp2")
 
-    def op(self, kind: str, inputs: list[str], **attrs: object) -> str:
+    def op(self, kind: str, inputs: list[str], **attrs: Any) -> str:
         out = self._tmp(kind.lower())
         self.nodes.append(helper.make_node(kind, inputs, [out], **attrs))
         return out
