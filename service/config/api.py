@@ -8,11 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
-from service.config._base import Strict
-
-
-class ApiTokenFileError(OSError):
-    """api.token_file cannot be read, or holds no token."""
+from service.config._base import Strict, read_secret_file
 
 
 def is_loopback(host: str) -> bool:
@@ -83,25 +79,10 @@ class ApiConfig(Strict):
         return not is_loopback(self.host)
 
     def bearer_token(self) -> SecretStr | None:
-        """The token machines send: ``token``, else the first line of ``token_file``.
-
-        Read when the service starts, not when the config is loaded: the file may exist only where the
-        service runs (a container's volume), not where the config is checked.
-        """
+        """The token machines send: ``token``, else the first line of ``token_file``."""
         if self.token is not None:
             return self.token
         if self.token_file is None:
             return None
-        try:
-            lines = self.token_file.read_text().splitlines()
-        except OSError as exc:
-            # An OSError, so that start-up reports it in one line; the message names the key, never the secret.
-            raise ApiTokenFileError(f"api.token_file {self.token_file}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            # Its own message: the decoder's would quote a byte of the file.
-            raise ApiTokenFileError(f"api.token_file {self.token_file}: not UTF-8 text") from None
         # A header's value is compared without its surrounding blanks, so a token never has them.
-        token = lines[0].strip() if lines else ""
-        if not token:
-            raise ApiTokenFileError(f"api.token_file {self.token_file}: the first line is empty")
-        return SecretStr(token)
+        return SecretStr(read_secret_file(self.token_file, "api.token_file", strip=True))

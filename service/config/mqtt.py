@@ -7,13 +7,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from service.config._base import Strict
+from service.config._base import Strict, read_secret_file
 
 TOPIC_SEGMENT = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$"
-
-
-class MqttPasswordFileError(OSError):
-    """mqtt.password_file cannot be read, or holds no password."""
 
 
 class TlsConfig(Strict):
@@ -82,20 +78,10 @@ class MqttConfig(Strict):
         return self
 
     def login_password(self) -> str | None:
-        """The password to log in with: ``password``, else the first line of ``password_file``.
-
-        Read here, when a client is made, not when the config is loaded: the file may exist only where
-        the service runs (a container's volume), not where the config is checked.
-        """
+        """The password to log in with: ``password``, else the first line of ``password_file``, read when
+        a client is made."""
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is None:
             return None
-        try:
-            lines = self.password_file.read_text().splitlines()
-        except OSError as exc:
-            # An OSError, so that start-up reports it in one line; the message names the key, never the secret.
-            raise MqttPasswordFileError(f"mqtt.password_file {self.password_file}: {exc.strerror or exc}") from None
-        if not lines or not lines[0]:
-            raise MqttPasswordFileError(f"mqtt.password_file {self.password_file}: the first line is empty")
-        return lines[0]
+        return read_secret_file(self.password_file, "mqtt.password_file")

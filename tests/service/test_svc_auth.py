@@ -36,7 +36,7 @@ from service.api.auth import COOKIE, CSRF_HEADER
 from service.api.sessions import SessionStore
 from service.app import create_app
 from service.config import ApiConfig, ConfigError, Settings, load_settings
-from service.config.api import ApiTokenFileError
+from service.config._base import SecretFileError
 from service.server import server_config
 from tests.service.test_svc_http import assert_error
 
@@ -295,11 +295,11 @@ def test_an_unreadable_or_empty_token_file_stops_the_start_in_one_line(tmp_path:
     for what, body in bad.items():
         path = tmp_path / what
         path.write_bytes(body)
-        with pytest.raises(ApiTokenFileError) as refused:
+        with pytest.raises(SecretFileError) as refused:
             ApiConfig(host="0.0.0.0", token_file=path).bearer_token()
         assert isinstance(refused.value, OSError) and str(refused.value).startswith(f"api.token_file {path}: "), what
         assert "secret" not in str(refused.value), what
-    with pytest.raises(ApiTokenFileError, match="Is a directory"):
+    with pytest.raises(SecretFileError, match="Is a directory"):
         ApiConfig(token_file=tmp_path).bearer_token()
     # The first line, without the blanks a header's value never has; a token given as such wins over the file.
     (tmp_path / "token").write_text("  from-the-file \r\nsecond line\n")
