@@ -64,3 +64,13 @@ def demo_face_frame(width: int = 640, height: int = 480) -> np.ndarray:
 
 def demo_face_jpeg() -> bytes:
     return encode(demo_face_frame(), ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def lying_png() -> bytes:
+    """A valid 1×1 PNG whose IDAT length field claims 0x6a00000c bytes (67 bytes in all): OpenCV's
+    decoder allocated about 1.7 GB for it before failing."""
+    png = bytearray(encode(np.zeros((1, 1, 3), np.uint8), ".png"))
+    if png[37:41] != b"IDAT":
+        raise RuntimeError("OpenCV's PNG encoder no longer puts IDAT right after IHDR")
+    png[33:37] = (0x6A00000C).to_bytes(4, "big")
+    return bytes(png)

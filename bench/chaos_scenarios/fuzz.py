@@ -22,7 +22,7 @@ import cv2
 import httpx
 import numpy as np
 
-from harness.images import demo_face_frame, demo_face_jpeg, encode
+from harness.images import demo_face_frame, demo_face_jpeg, encode, lying_png
 from harness.service import ServiceProcess
 from harness.store import SEED_STORE
 
@@ -63,6 +63,7 @@ class Inputs:
     small: bytes  # the well-formed follow-up: a small real JPEG
     wide_png: bytes  # 16384×2441, about 40 KB
     claimed_jpeg: bytes  # 630-odd bytes claiming 6000×6000
+    lying_png: bytes  # 67 bytes, 1×1, whose IDAT claims 1.7 GB
 
 
 def _inputs() -> Inputs:
@@ -72,7 +73,7 @@ def _inputs() -> Inputs:
     wide[::64] = 255
     return Inputs(demo_face_jpeg(), encode(frame, ".png"), encode(frame, ".webp"),
                   encode(cv2.resize(frame, (160, 120))), encode(wide, ".png"),
-                  _claimed_jpeg(tiny, 6000, 6000))  # fmt: skip
+                  _claimed_jpeg(tiny, 6000, 6000), lying_png())  # fmt: skip
 
 
 Case = tuple[str, str, bytes, dict[str, str]]  # (kind, content type, body, extra headers)
@@ -110,7 +111,7 @@ def make_case(rng: random.Random, inp: Inputs) -> Case:
         return kind, "image/webp", _mutate(rng, inp.webp, rng.choice([1, 5, 50])), {}
     if kind == "bomb":
         body = rng.choice([_png_header(30000, 30000) + b"\0" * 64, _png_header(16384, 16384) + b"\0" * 64,
-                           inp.claimed_jpeg, inp.wide_png, _claimed_jpeg(inp.jpeg, 16000, 16000),
+                           inp.claimed_jpeg, inp.wide_png, _claimed_jpeg(inp.jpeg, 16000, 16000), inp.lying_png,
                            b"RIFF\0\0\0\0WEBPVP8X" + b"\0" * 8 + b"\xff\xff\x3f\xff\xff\x3f" + b"\0" * 32])  # fmt: skip
         return kind, "image/png", body, {}
     if kind == "multipart":
@@ -168,17 +169,20 @@ class FuzzReport:
     stalled: int = 0
     stalled_closed: int = 0
     raw_statuses: Counter = field(default_factory=Counter)
+    lying_statuses: Counter = field(default_factory=Counter)  # the lying PNG, from every client at once
     idle_rss_mb: float = 0.0
     peak_rss_mb: float = 0.0
     seconds: float = 0.0
 
     @property
     def server_errors(self) -> int:
-        return sum(n for s, n in {**self.statuses, **self.raw_statuses}.items() if str(s).startswith("5"))
+        every = [*self.statuses.items(), *self.raw_statuses.items(), *self.lying_statuses.items()]
+        return sum(n for s, n in every if str(s).startswith("5"))
 
     def ok(self, max_rss_mb: float) -> bool:
         return (self.server_errors == 0 and self.follow_up_resets == 0 and self.health_failures == 0
-                and self.peak_rss_mb <= max_rss_mb and self.stalled_closed == self.stalled)  # fmt: skip
+                and self.peak_rss_mb <= max_rss_mb and self.stalled_closed == self.stalled
+                and set(self.lying_statuses) == {422})  # fmt: skip
 
 
 def _raw(port: int, data: bytes, *, trickle: float = 0.0, chunk: int = 0, timeout: float = 15) -> str:
@@ -198,7 +202,7 @@ def _raw(port: int, data: bytes, *, trickle: float = 0.0, chunk: int = 0, timeou
 
 
 def run_fuzz(workdir: Path, *, requests: int = 10_000, clients: int = 4, stalled: int = 300, seed: int = 0,
-             max_rss_mb: float = 400) -> FuzzReport:  # fmt: skip
+             lying_rounds: int = 5) -> FuzzReport:
     rng = random.Random(seed)
     inp = _inputs()
     svc = ServiceProcess.configured(workdir, {
@@ -288,6 +292,28 @@ def run_fuzz(workdir: Path, *, requests: int = 10_000, clients: int = 4, stalled
                 rep.slow_ok += status == "200"
     for w in workers:
         w.join()
+
+    # The lying PNG from every client at once, several times over: four at once took the service's
+    # high-water mark to 5.6 GB before the chunk walk.
+    barrier = threading.Barrier(clients)
+
+    def liar() -> None:
+        with httpx.Client(base_url=svc.url, timeout=30) as http:
+            for _ in range(lying_rounds):
+                barrier.wait()
+                try:
+                    status: int | str = http.post("/infer", content=inp.lying_png,
+                                                  headers={"Content-Type": "image/png"}).status_code
+                except httpx.TransportError:
+                    status = "transport error"
+                with lock:
+                    rep.lying_statuses[status] += 1
+
+    liars = [threading.Thread(target=liar) for _ in range(clients)]
+    for t in liars:
+        t.start()
+    for t in liars:
+        t.join()
 
     rep.stalled = stalled
     conns = []

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from harness.images import encode, one_face_frame
+from harness.images import encode, lying_png, one_face_frame
 from service.api.errors import CoreError, from_core
 from service.cameras import CameraError, CameraProblem
 from service.comms.outbox import Outbox
@@ -77,14 +77,6 @@ def test_truncated_and_garbage_images() -> None:
     with pytest.raises(ImageError) as info:
         decode_image(png[:200], max_pixels=10**8, max_side=10**5)
     assert info.value.kind is ImageProblem.INVALID
-
-
-def lying_png() -> bytes:
-    """A valid 1×1 PNG whose IDAT length field claims 0x6a00000c bytes (67 bytes in all)."""
-    png = bytearray(cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))[1].tobytes())
-    assert png[37:41] == b"IDAT"
-    png[33:37] = struct.pack(">I", 0x6A00000C)
-    return bytes(png)
 
 
 # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forked parent (pytest) across exec.
