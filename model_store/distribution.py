@@ -1,7 +1,8 @@
-"""A store shared by a fleet: served read-only over HTTP, its aliases announced over MQTT (README, "Several gateways").
+"""A store shared by a fleet: served read-only over HTTP, its aliases announced over MQTT (docs/fleet.md).
 
 ``python -m model_store serve`` runs both. The HTTP side serves the store's own layout, each file
-with its sha256 as ETag, so a gateway (or any HTTP cache between) can check and skip what it has:
+with its sha256 as ETag, so a gateway (or any HTTP cache between) can check and skip what it has
+(``model_store.addresses`` defines the paths):
 
 - ``GET /v1/models`` and ``GET /v1/models/<name>``: names, versions and aliases, as JSON;
 - ``GET /v1/models/<name>/<version>/<file>``: ``manifest.json`` or a file the manifest lists.
@@ -15,8 +16,8 @@ loopback it refuses to start without both, unless told ``insecure``: a gateway t
 server says, so anyone who can answer in its place, or read what it serves, must be kept out.
 
 The MQTT side publishes one retained :class:`Announcement` per alias on
-``<prefix>/models/<name>/<alias>`` whenever the alias moves (and after every reconnect), so a
-gateway that starts later still learns the current version from the broker.
+``<prefix>/models/<name>/<alias>`` (``addresses.announcement_topic``) whenever the alias moves (and
+after every reconnect), so a gateway that starts later still learns the current version from the broker.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import re
 import socket
 import ssl
 import threading
@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, model_validator
 
+from model_store.addresses import MODELS_PATH, ModelIndex, VersionFile, announcement_topic, parse_path
 from model_store.manifest import MANIFEST_FILE
 from model_store.store import ModelStore, StoreError, sha256_file
 
@@ -46,8 +47,6 @@ logger = logging.getLogger("model_store.serve")
 
 ANNOUNCEMENT_SCHEMA_VERSION = 1
 _CHUNK = 1 << 16
-_FILE_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)/(\d+)/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
-_MODEL_RE = re.compile(r"^/v1/models/([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 # Long enough that guessing is hopeless even without a rate limit; `secrets.token_urlsafe(32)` gives 43.
 MIN_TOKEN_CHARS = 16
 # A client that has not finished its TLS handshake by then is dropped, so it holds one thread, briefly.
@@ -229,19 +228,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         store = self.server.store
+        target = parse_path(path)
         try:
             if path == "/healthz":
                 self._json({"status": "ok"}, body=body)
-            elif path == "/v1/models":
+            elif path == MODELS_PATH:
                 self._json({"models": store.models()}, body=body)
-            elif m := _MODEL_RE.match(path):
-                name = m.group(1)
+            elif isinstance(target, ModelIndex):
+                name = target.name
                 versions = store.versions(name)
                 gateways = store.alias_gateways(name)
                 aliases = {a: {"version": v, "gateways": gateways.get(a)} for a, v in store.aliases(name).items()}
                 self._json({"name": name, "versions": versions, "aliases": aliases}, body=body)
-            elif m := _FILE_RE.match(path):
-                self._file(m.group(1), int(m.group(2)), m.group(3), body=body)
+            elif isinstance(target, VersionFile):
+                self._file(target.name, target.version, target.file, body=body)
             else:
                 self._error(HTTPStatus.NOT_FOUND, "not_found", f"no such path {path!r}")
         except StoreError as exc:
@@ -388,9 +388,6 @@ class Announcer:
         self.client.on_connect = self._on_connect
         self._host, self._port = host, port
 
-    def topic(self, name: str, alias: str) -> str:
-        return f"{self.prefix}/models/{name}/{alias}"
-
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if getattr(reason_code, "is_failure", False):
             logger.warning("broker refused the announcer: %s", reason_code)
@@ -433,8 +430,8 @@ class Announcer:
                 except StoreError as exc:
                     logger.error("not announcing %s:%s: %s", name, alias, exc)
                     continue
-                info = self.client.publish(self.topic(name, alias), notice.model_dump_json().encode(), qos=1,
-                                           retain=True)  # fmt: skip
+                topic = announcement_topic(self.prefix, name, alias)
+                info = self.client.publish(topic, notice.model_dump_json().encode(), qos=1, retain=True)
                 if info.rc == 0:
                     with self._lock:
                         self._published[key] = state

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 
-from service.comms.payloads import EVENT_TYPES
+from service.event_types import EVENT_TYPES
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()

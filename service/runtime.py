@@ -21,7 +21,6 @@ from service.comms.base import MemoryPublisher, Publisher
 from service.comms.mqtt import MqttPublisher
 from service.comms.outbox import Outbox
 from service.comms.payloads import SWITCH_PAYLOADS
-from service.comms.topics import Topics
 from service.config import DEMO_SOURCE, Settings
 from service.dashboard.latency import LatencyWindow
 from service.dashboard.relay import EventRelay
@@ -87,14 +86,13 @@ class Runtime:
         switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
         self.publisher = self._make_publisher()
         self.publisher.set_labels(self.models.require().labels)
-        if isinstance(self.publisher, MqttPublisher):
-            if self.sync is not None:
-                self.sync.attach(self.publisher)
-            self.publisher.subscribe(self.publisher.topics.analysis_set_any, self._on_analysis_message)
+        if self.sync is not None:
+            self.sync.attach(self.publisher)
+        self.publisher.subscribe(self.publisher.topics.analysis_set_any, self._on_analysis_message)
         with self.cameras.opening(switches, self.publisher):
             self.publisher.start()
-            if isinstance(self.publisher, MqttPublisher):
-                self.relay = EventRelay(s.mqtt, f"{self.publisher.client_id}-dashboard")
+            if s.mqtt.enabled:
+                self.relay = EventRelay(s.mqtt, s.gateway_id)
                 self.relay.start()
             self._start_pipelines()
         self.models.start_watching()
@@ -130,9 +128,11 @@ class Runtime:
 
     def _on_analysis_message(self, topic: str, payload: bytes) -> None:
         """``<prefix>/<camera>/analysis/set``, on the broker's network thread: parse, then hand over."""
-        camera = Topics(self.settings.mqtt.prefix).camera_of_analysis_set(topic)
-        if camera is None or camera not in {c.id for c in self.settings.cameras if c.enabled}:
+        ours = {c.id for c in self.settings.cameras if c.enabled}
+        where = self.publisher.topics.camera_topic(topic)
+        if where is None or where[1] != "analysis/set" or where[0] not in ours:
             return  # another gateway's camera on a shared broker
+        camera = where[0]
         on = SWITCH_PAYLOADS.get(payload.strip().upper())
         if on is None:
             # Bad input from the broker is refused with a log line, never a traceback.

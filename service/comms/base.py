@@ -1,20 +1,34 @@
-"""The transport interface the pipeline sees: typed payloads in, no topic strings."""
+"""The transport interface the service sees: typed payloads out; in, the messages of the topics it
+subscribes to, whose filters come from its ``topics``."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
-from service.comms.payloads import AnalysisState, CameraStatus, Event, ExpressionState
+from service.comms.payloads import AnalysisState, CameraStatus, Event, ExpressionState, GatewayModel
+from service.comms.topics import Topics
+
+# (topic, payload), called on the transport's own thread: it must not block.
+MessageHandler = Callable[[str, bytes], None]
 
 
 class Publisher(Protocol):
+    @property
+    def topics(self) -> Topics: ...
+
     @property
     def connected(self) -> bool: ...
 
     @property
     def camera_clashes(self) -> dict[str, list[str]]:
         """Camera id -> the other gateways on the broker that claim it too (fleet only)."""
+        ...
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Call ``handler`` for every message matching ``topic_filter``, retained ones included, from now
+        on and again after every reconnect."""
         ...
 
     def start(self) -> None: ...
@@ -37,21 +51,28 @@ class Publisher(Protocol):
         """The served model's labels, for Home Assistant's enum sensor."""
         ...
 
+    def set_model_state(self, state: GatewayModel) -> None:
+        """Retained: what this gateway serves after each rollout step (fleet only)."""
+        ...
+
     def stop(self) -> None:
         """Announce `stopped` and flush what can be flushed."""
         ...
 
 
 class MemoryPublisher:
-    """Keeps everything in lists: for MQTT-less runs, the benchmarks and tests."""
+    """Keeps everything in lists: for MQTT-less runs (``mqtt.enabled: false``), the benchmarks and tests."""
 
     def __init__(self) -> None:
+        # Only ever used to name subscriptions, which a publisher without a broker ignores.
+        self.topics = Topics()
         self._lock = threading.Lock()
         self.events: list[Event] = []
         self.expressions: list[ExpressionState] = []
         self.statuses: list[CameraStatus] = []
         self.analysis: list[AnalysisState] = []
         self.labels: list[str] = []
+        self.model_states: list[GatewayModel] = []
         self.max_kept = 10_000
 
     @property
@@ -61,6 +82,9 @@ class MemoryPublisher:
     @property
     def camera_clashes(self) -> dict[str, list[str]]:
         return {}
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
+        """Without a broker nothing ever arrives, so there is nothing to call ``handler`` for."""
 
     def start(self) -> None:
         pass
@@ -84,6 +108,9 @@ class MemoryPublisher:
 
     def set_labels(self, labels: list[str]) -> None:
         self.labels = list(labels)
+
+    def set_model_state(self, state: GatewayModel) -> None:
+        self._keep(self.model_states, state)
 
     def stop(self) -> None:
         pass

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from service.comms.payloads import EVENT_TYPES
 from service.comms.topics import Topics
+from service.event_types import EVENT_TYPES
 
 NO_FACE = "none"
 

@@ -18,13 +18,14 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from pydantic import ValidationError
 
 from service import __version__
+from service.comms.base import MessageHandler
 from service.comms.discovery import default_node_id, device_config
 from service.comms.outbox import Outbox, OutboxRow
 from service.comms.payloads import (
@@ -45,7 +46,9 @@ logger = logging.getLogger(__name__)
 QOS2_IN_FLIGHT = 10
 
 
-MessageHandler = Callable[[str, bytes], None]
+def gateway_client_id(cfg: MqttConfig, gateway_id: str | None) -> str:
+    """``mqtt.client_id``, else one per gateway: a broker disconnects the older of two clients with one id."""
+    return cfg.client_id or ("fer-edge" if gateway_id is None else f"fer-edge-{gateway_id}")
 
 
 def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
@@ -79,7 +82,7 @@ class MqttPublisher:
         self.metrics = metrics
         self.gateway_id = gateway_id
         self.topics = Topics(cfg.prefix, cfg.discovery.prefix, gateway_id)
-        self.client_id = cfg.client_id or ("fer-edge" if gateway_id is None else f"fer-edge-{gateway_id}")
+        self.client_id = gateway_client_id(cfg, gateway_id)
         self.node_id = cfg.discovery.node_id or default_node_id(gateway_id)
         self._cameras = list(cameras)
         self._handlers: dict[str, MessageHandler] = {}
@@ -131,8 +134,7 @@ class MqttPublisher:
             return {cam: sorted(gws) for cam, gws in self._clashes.items() if gws}
 
     def subscribe(self, topic_filter: str, handler: MessageHandler) -> None:
-        """Call ``handler(topic, payload)`` on the network thread for every match, after each (re)connect too;
-        it must not block."""
+        """``handler(topic, payload)`` runs on paho's network thread, which also reads the outbox's acks."""
         self._handlers[topic_filter] = handler
         if self.connected:
             self.client.subscribe(topic_filter, qos=1)

@@ -12,10 +12,8 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # service.metrics imports the payload vocabulary from this package
-    from service.metrics import Metrics
+from service.metrics import Metrics
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

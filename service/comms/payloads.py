@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import secrets
 import string
-from typing import Literal, get_args
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.event_types import AnomalyLifecycle, AnomalyType, ExpressionEventType
 
 SCHEMA_VERSION = 1
 _ZONES = "the camera's zones the face is in now (Frigate's current_zones); empty without zones"
@@ -17,13 +19,6 @@ _ALPHABET = string.ascii_lowercase + string.digits
 def new_event_id(start_time: float) -> str:
     """Frigate's id shape: ``<start-timestamp>-<6 random chars>``."""
     return f"{start_time:.6f}-{''.join(secrets.choice(_ALPHABET) for _ in range(6))}"
-
-
-# The event vocabulary, defined once: metrics, discovery and the rule engine derive from these.
-AnomalyType = Literal["sustained_negative_affect", "abrupt_change", "camera_fault"]
-AnomalyLifecycle = Literal["new", "update", "end"]
-ExpressionEventType = Literal["expression_change"]
-EVENT_TYPES: tuple[str, ...] = (*get_args(ExpressionEventType), *get_args(AnomalyType))
 
 
 class Payload(BaseModel):

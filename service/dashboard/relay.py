@@ -1,7 +1,8 @@
 """The dashboard's view of the broker: a subscriber of every gateway's topics, relayed to browsers.
 
-It subscribes to `<prefix>/+/events` and the retained per-camera topics, so one page sees every
-gateway on the broker, not only this one. Browsers get the messages as server-sent events, which
+It subscribes to `<prefix>/+/events` and the retained per-camera topics with a client of its own
+(see `EventRelay.__init__` for why not the publisher's), so one page sees every gateway on the
+broker, not only this one. Browsers get the messages as server-sent events, which
 work with any broker (no websockets listener needed). It relays what MQTT carries and nothing
 else: labels, scores, times and ids, never a pixel. It also keeps each camera's last minutes of
 labels, switch states and anomalies (`history.py`), so that a page opened later draws the same timeline.
@@ -20,8 +21,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from service.comms.mqtt import make_client
-from service.comms.topics import Topics
+from service.comms.mqtt import gateway_client_id, make_client
+from service.comms.topics import CameraTopic, Topics
 from service.config import MqttConfig
 from service.dashboard.history import History
 
@@ -30,26 +31,27 @@ logger = logging.getLogger(__name__)
 # A browser that reads slower than this many messages behind is dropped; EventSource reconnects it
 # and the snapshot it gets then is complete again.
 _QUEUE_SIZE = 1000
+# The camera topics the timeline is drawn from, by the name the history knows them by.
+_HISTORY_KINDS: dict[CameraTopic, str] = {"expression": "expression", "events": "events", "analysis/state": "analysis"}
 
 
 class EventRelay:
-    def __init__(self, cfg: MqttConfig, client_id: str, max_events: int = 200) -> None:
+    def __init__(self, cfg: MqttConfig, gateway_id: str | None, max_events: int = 200) -> None:
         self.cfg = cfg
-        topics = Topics(cfg.prefix)
-        self._prefix = cfg.prefix
-        self._subscriptions = [
-            topics.events("+"),
-            topics.status("+"),
-            topics.expression("+"),
-            topics.analysis_state("+"),
-        ]
+        self._topics = Topics(cfg.prefix)
         self._lock = threading.Lock()
         self._retained: dict[str, Any] = {}
         self._events: deque[dict[str, Any]] = deque(maxlen=max_events)
         self._history = History()
         self._listeners: dict[asyncio.Queue[dict[str, Any] | None], asyncio.AbstractEventLoop] = {}
         self._connected = False
-        self.client = make_client(cfg, client_id)
+        # A client of its own rather than the publisher's `subscribe`. The publisher's network thread
+        # reads the acks its outbox waits for, and what it subscribes to is a few control messages for
+        # this gateway. The relay takes in every camera of every gateway, and the whole site's
+        # retained state at once after each reconnect, just when the outbox drains its backlog: on one
+        # connection, this gateway's delivery would slow as the site grows, and whenever a page's
+        # snapshot holds `_lock`. The cost is one more connection, with the same login.
+        self.client = make_client(cfg, f"{gateway_client_id(cfg, gateway_id)}-dashboard")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -79,7 +81,7 @@ class EventRelay:
                     properties: object) -> None:  # fmt: skip
         if getattr(reason_code, "is_failure", False):
             return
-        client.subscribe([(t, 1) for t in self._subscriptions])
+        client.subscribe([(t, 1) for t in self._topics.every_camera])
         with self._lock:
             self._connected = True
             self._broadcast({"type": "broker", "connected": True})
@@ -103,31 +105,23 @@ class EventRelay:
             return  # not one of ours: every fer-edge payload is JSON
         if not isinstance(payload, dict):
             return
+        where = self._topics.camera_topic(msg.topic)
+        if where is None:
+            return  # not a camera's topic, so nothing this client subscribed to
+        camera, what = where
         now = time.time()
         item = {"type": "message", "topic": msg.topic, "payload": payload, "received_at": now}
         with self._lock:
-            if msg.topic.endswith("/events"):
+            if what == "events":
                 self._events.append(item)
             else:
                 self._retained[msg.topic] = payload
             self._broadcast(item)
-            where = self._camera_topic(msg.topic)
-            if where is not None:
-                change = self._history.add(*where, payload, now)
+            kind = _HISTORY_KINDS.get(what)
+            if kind is not None:
+                change = self._history.add(camera, kind, payload, now)
                 if change is not None:
                     self._broadcast(change)
-
-    def _camera_topic(self, topic: str) -> tuple[str, str] | None:
-        """(camera, kind) of ``<prefix>/<camera>/expression|events`` or ``…/analysis/state``."""
-        head = f"{self._prefix}/"
-        if not topic.startswith(head):
-            return None
-        parts = topic[len(head) :].split("/")
-        if len(parts) == 2 and parts[1] in ("expression", "events"):
-            return parts[0], parts[1]
-        if parts[1:] == ["analysis", "state"]:
-            return parts[0], "analysis"
-        return None
 
     def _broadcast(self, item: dict[str, Any]) -> None:
         """Called with the lock held, so every listener sees the messages in the broker's order."""

@@ -1,4 +1,4 @@
-"""Follow the central model store: download, verify, warm and swap on this gateway's own (README, "Several gateways").
+"""Follow the central model store: download, verify, warm and swap on this gateway's own (docs/fleet.md).
 
 The central store announces each alias, retained, on ``<prefix>/models/<name>/<alias>``. This
 gateway follows ``stable``, or ``candidate`` while it is one of the gateways that alias names and
@@ -34,8 +34,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
+from model_store.addresses import file_path, model_path
 from model_store.distribution import Announcement, is_loopback_host
-from service.comms.mqtt import MqttPublisher
+from service.comms.base import Publisher
 from service.comms.payloads import GatewayModel
 from service.config import DistributionConfig, ModelConfig
 from service.metrics import Metrics
@@ -81,7 +82,7 @@ class ModelSync:
             )
         # Built at start-up (bootstrap), so that an unreadable ca_file stops the start in one line.
         self._tls: ssl.SSLContext | None = None
-        self.publisher: MqttPublisher | None = None
+        self.publisher: Publisher | None = None
         self._announced: dict[str, Announcement | None] = dict.fromkeys(ALIASES)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -91,8 +92,8 @@ class ModelSync:
 
     # -- announcements ---------------------------------------------------------------------------
 
-    def attach(self, publisher: MqttPublisher) -> None:
-        """Subscribe through the service's own MQTT connection (call before it starts)."""
+    def attach(self, publisher: Publisher) -> None:
+        """Subscribe through the service's own connection (call before it starts)."""
         self.publisher = publisher
         for alias in ALIASES:
             topic = publisher.topics.model_alias(self.name, alias)
@@ -149,7 +150,7 @@ class ModelSync:
         attempt = 0
         while True:
             try:
-                index = self._get_json(f"/v1/models/{self.name}")
+                index = self._get_json(model_path(self.name))
                 aliases = index.get("aliases", {})
                 stable, candidate = aliases.get("stable"), aliases.get("candidate")
                 if stable is None:
@@ -266,7 +267,7 @@ class ModelSync:
             shutil.rmtree(self.cache.version_dir(self.name, version))
         staged = self.cache.staging_dir(self.name)
         try:
-            raw = self._get_bytes(f"/v1/models/{self.name}/{version}/{MANIFEST_FILE}")
+            raw = self._get_bytes(file_path(self.name, version, MANIFEST_FILE))
             digest = hashlib.sha256(raw).hexdigest()
             if manifest_sha256 is not None and digest != manifest_sha256:
                 raise SyncError("refused: manifest.json sha256 does not match the announcement", refused=True)
@@ -283,7 +284,7 @@ class ModelSync:
             for fname, entry in manifest.files.items():
                 if "/" in fname or fname.startswith("."):
                     raise SyncError(f"refused: file name {fname!r}", refused=True)
-                size, sha = self._download(f"/v1/models/{self.name}/{version}/{fname}", staged / fname)
+                size, sha = self._download(file_path(self.name, version, fname), staged / fname)
                 if size != entry.size or sha != entry.sha256:
                     raise SyncError(f"refused: downloaded {fname} fails verification (sha256 mismatch, "
                                     f"{size} bytes of {entry.size})", refused=True)  # fmt: skip

@@ -12,16 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from service.comms.payloads import (
-    AnomalyEvent,
-    AnomalyLifecycle,
-    AnomalyType,
-    Event,
-    ExpressionChange,
-    ExpressionState,
-    new_event_id,
-)
+from service.comms.payloads import AnomalyEvent, Event, ExpressionChange, ExpressionState, new_event_id
 from service.config import RulesConfig, TrackingConfig
+from service.event_types import AnomalyLifecycle, AnomalyType
 from service.pipeline.track import Track
 
 

@@ -81,9 +81,9 @@ def test_service_requirements_install_into_a_clean_venv_without_torch(tmp_path: 
     found = json.loads(_run([python, "-c", IMPORT_ALL], cwd=tmp_path).stdout)
     assert Path(found["service"]).is_relative_to(env_dir)
     assert "service.__main__" in found["modules"]
-    # The dashboard's page is package data, so it must be in the installed copy too.
+    # The dashboard's page is package data, so every file of it must be in the installed copy too.
     static = Path(found["service"]).parent / "dashboard" / "static"
-    assert {p.name for p in static.iterdir()} >= {"index.html", "app.js", "app.css"}
+    assert {p.name for p in static.iterdir()} >= {p.name for p in (REPO / "service/dashboard/static").iterdir()}
     assert not [m for m in found["loaded"] if m.split(".")[0] in {"torch", "trainer"}]
 
     # The image's config loads in the image's environment.

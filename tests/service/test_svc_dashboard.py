@@ -30,6 +30,7 @@ from service.comms.topics import Topics
 from service.config import RulesConfig, Settings, TrackingConfig
 from service.dashboard.history import MAX_CAMERAS, MAX_POINTS, History
 from service.dashboard.latency import LatencyWindow, quantile, read_buckets
+from service.dashboard.routes import STATIC
 from service.demo import Segment, write_clip
 from service.metrics import Metrics
 from service.models.loaded import load_version
@@ -192,9 +193,22 @@ def test_discovery_offers_a_switch_per_camera() -> None:
     assert switch["state_topic"] == "fer/demo/analysis/state"
     assert (switch["payload_on"], switch["payload_off"]) == ("ON", "OFF")
     assert switch["unique_id"] == "fer_edge_demo_analysis"
-    assert Topics().camera_of_analysis_set("fer/demo/analysis/set") == "demo"
-    for topic in ("fer/a/b/analysis/set", "other/demo/analysis/set", "fer/demo/analysis/state", "fer//analysis/set"):
-        assert Topics().camera_of_analysis_set(topic) is None, topic
+
+
+def test_topics_parse_what_they_build() -> None:
+    topics = Topics()
+    for build, what in ((topics.events, "events"), (topics.expression, "expression"), (topics.status, "status"),
+                        (topics.analysis_state, "analysis/state"), (topics.analysis_set, "analysis/set")):  # fmt: skip
+        assert topics.camera_topic(build("demo")) == ("demo", what)
+    assert topics.camera_topic("fer/demo/analysis/set") == ("demo", "analysis/set")
+    for topic in ("fer/a/b/analysis/set", "other/demo/analysis/set", "fer//analysis/set", "fer/available",
+                  "fer/gateways/gw1/cameras", "fer/gateways/gw1/available", "fer/models/ean/stable",
+                  "fer/demo/analysis", "homeassistant/status"):  # fmt: skip
+        assert topics.camera_topic(topic) is None, topic
+    assert Topics(gateway="gw1").available == "fer/gateways/gw1/available"
+    assert topics.gateway_of_cameras_topic(topics.gateway_cameras("gw1")) == "gw1"
+    # The store announces on the model store's own topic, which the gateways subscribe to.
+    assert topics.model_alias("ean", "stable") == "fer/models/ean/stable"
 
 
 # -- the relay ------------------------------------------------------------------------------------
@@ -302,10 +316,15 @@ def test_page_and_state(relay_app: str) -> None:
     assert "default-src 'self'" in page.headers["content-security-policy"]
     # Own files only: nothing is loaded from another origin.
     assert "http://" not in page.text and "https://" not in page.text
-    for asset in ("/dashboard/static/app.js", "/dashboard/static/app.css"):
-        r = httpx.get(f"{relay_app}{asset}")
+    assets = sorted(p.name for p in STATIC.iterdir() if p.suffix in {".js", ".css"})
+    assert {"app.js", "app.css"} <= set(assets)
+    for asset in assets:
+        r = httpx.get(f"{relay_app}/dashboard/static/{asset}")
         text = r.text.replace('"http://www.w3.org/2000/svg"', "")  # the SVG namespace: a name, never fetched
         assert r.status_code == 200 and "http://" not in text and "https://" not in text, asset
+        # A browser runs a module script only when it comes as JavaScript.
+        if asset.endswith(".js"):
+            assert r.headers["content-type"].split(";")[0] in {"text/javascript", "application/javascript"}, asset
     state = httpx.get(f"{relay_app}/dashboard/state").json()
     assert state["ready"] and state["admin"] is True
     assert state["model"]["labels"] == LABELS

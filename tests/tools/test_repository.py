@@ -24,7 +24,7 @@ def test_no_file_cites_a_document_outside_the_repository() -> None:
 
 
 # The README leads and the reference lives under docs/: the README stays short enough to be read to
-# its end, and every page it or a page under docs/ links to is there.
+# its end, and every page it, a page under docs/ or the deployment guide (deploy/) links to is there.
 README_MAX_LINES = 450
 FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", flags=re.M | re.S)
 CODE_SPAN = re.compile(r"`[^`\n]*`")
@@ -34,6 +34,10 @@ HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", flags=re.M)
 
 def documents() -> list[Path]:
     return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def deployment_guide() -> list[Path]:
+    return [REPO / "deploy" / "README.md", *sorted(p for p in (REPO / "deploy").glob("*.md") if p.name != "README.md")]
 
 
 def prose(text: str) -> str:
@@ -68,7 +72,7 @@ def test_readme_is_short() -> None:
 
 def test_every_relative_link_resolves() -> None:
     broken = []
-    for doc in documents():
+    for doc in [*documents(), *deployment_guide()]:
         for target in relative_links(doc):
             file, _, anchor = target.partition("#")
             dest = (doc.parent / file).resolve() if file else doc
@@ -84,6 +88,13 @@ def test_the_readme_links_every_page_under_docs() -> None:
     linked = {(REPO / t.partition("#")[0]).resolve() for t in relative_links(REPO / "README.md")}
     missing = [p.relative_to(REPO).as_posix() for p in documents()[1:] if p.resolve() not in linked]
     assert not missing, f"README.md's documentation index does not link {missing}"
+
+
+def test_the_deployment_guide_links_each_of_its_pages() -> None:
+    front, *pages = deployment_guide()
+    linked = {(front.parent / t.partition("#")[0]).resolve() for t in relative_links(front)}
+    missing = [p.relative_to(REPO).as_posix() for p in pages if p.resolve() not in linked]
+    assert not missing, f"deploy/README.md does not link {missing}"
 
 
 def test_the_link_check_sees_what_github_sees(tmp_path: Path) -> None:

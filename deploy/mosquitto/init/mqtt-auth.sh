@@ -2,7 +2,7 @@
 # The broker's logins, ACL and TLS certificate, and the HTTP API's bearer token that fer-service and
 # Prometheus share. docker-compose.yml's one-shot `mqtt-auth` service runs it before the others start,
 # on every `docker compose up`; it only creates what is missing, so the secrets of the first start stay
-# (deploy/README.md, "MQTT: users, ACL and TLS" and "Monitoring").
+# (deploy/mqtt-auth.md, and deploy/README.md, "Monitoring").
 #
 #   mqtt-auth.sh              a password for each shipped user that has none, the password file and
 #                             the ACL rebuilt, a CA and the broker's certificate when missing, the API
@@ -142,7 +142,7 @@ ensure_tls() {
     chmod 0755 "$tls_dir"
     yours=$SHIPPED_DIR/conf.d/tls
     if [ -f "$yours/server.crt" ]; then
-        # A certificate of your own CA (deploy/README.md says how), copied with the owner and mode
+        # A certificate of your own CA (deploy/mqtt-auth.md, "TLS", says how), copied with the owner and mode
         # the broker needs; the generated CA is dropped so that nothing signs with it any more.
         for file in ca.crt server.crt server.key; do
             [ -f "$yours/$file" ] || die "conf.d/tls/server.crt is there, but conf.d/tls/$file is missing"
