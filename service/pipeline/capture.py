@@ -1,8 +1,9 @@
 """Capture: each camera opens, reads and reconnects on its own thread and keeps only its newest frame.
 
 The capture thread never waits for the analyser. It puts each frame into a one-slot mailbox; a
-frame replaced before it was read is counted as dropped when the analyser was busy (inference is
-behind) and as skipped when it was idle on purpose (the camera is faster than the target fps).
+frame replaced before it was read is counted as dropped when the analyser was busy with an earlier
+one and this one was due (inference is behind), and as skipped otherwise (the camera, or a burst
+from the network, is faster than the target fps).
 
 Network streams (rtsp://, http(s)://, …) are read with FFmpeg's libraries through PyAV, because no
 camera may wait for another: PyAV opens, reads and decodes without the GIL and keeps no lock across
@@ -79,23 +80,36 @@ class LatestFrame:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._frame: Frame | None = None
+        self._arrived = 0.0  # monotonic time the unread frame was put
         self._busy = False
+        self._due_at = 0.0
         self.dropped = 0
         self.skipped = 0
 
     def put(self, frame: Frame) -> str | None:
-        """Store the frame; returns 'dropped' or 'skipped' when an unread one was replaced."""
+        """Store the frame; returns 'dropped' or 'skipped' when an unread one was replaced.
+
+        A replaced frame is dropped only if the analyser was busy and the frame was due: one that came
+        sooner than the target fps allows would have been passed over anyway, so a burst of two frames
+        from the network (common over RTSP) loses nothing the analyser wanted.
+        """
+        now = time.monotonic()
         with self._cond:
             replaced = None
             if self._frame is not None:
-                replaced = "dropped" if self._busy else "skipped"
+                replaced = "dropped" if self._busy and self._arrived >= self._due_at else "skipped"
                 if replaced == "dropped":
                     self.dropped += 1
                 else:
                     self.skipped += 1
-            self._frame = frame
+            self._frame, self._arrived = frame, now
             self._cond.notify()
             return replaced
+
+    def pace(self, due_at: float) -> None:
+        """Frames put before ``due_at`` (monotonic) come sooner than the analyser's target fps."""
+        with self._cond:
+            self._due_at = due_at
 
     def take(self, timeout: float) -> Frame | None:
         with self._cond:

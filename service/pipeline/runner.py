@@ -196,6 +196,7 @@ class CameraPipeline:
                     self.mailbox.count_skipped()
                     continue
                 next_due = max(next_due, mono - slack) + period
+                self.mailbox.pace(next_due - slack)
                 self.mailbox.set_busy(True)
                 try:
                     self.process(frame)
