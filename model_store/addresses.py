@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict
+
 MODELS_PATH = "/v1/models"
 # A model or file name as the store accepts one: nothing that could climb out of a directory.
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
@@ -54,3 +56,20 @@ def parse_path(path: str) -> ModelIndex | VersionFile | None:
 def announcement_topic(prefix: str, name: str, alias: str) -> str:
     """Retained: the version an alias names, as an ``Announcement``."""
     return f"{prefix}/models/{name}/{alias}"
+
+
+class AliasEntry(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # a newer store may say more
+
+    version: int
+    gateways: list[str] | None = None
+
+
+class IndexBody(BaseModel):
+    """What ``GET /v1/models/<name>`` answers: written by the server, read by the gateways."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    versions: list[int]
+    aliases: dict[str, AliasEntry]

@@ -39,7 +39,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, ValidationError, model_validator
 
-from model_store.addresses import MODELS_PATH, ModelIndex, VersionFile, announcement_topic, parse_path
+from model_store.addresses import (
+    MODELS_PATH,
+    AliasEntry,
+    IndexBody,
+    ModelIndex,
+    VersionFile,
+    announcement_topic,
+    parse_path,
+)
 from model_store.manifest import MANIFEST_FILE
 from model_store.store import ModelStore, StoreError, sha256_file
 
@@ -238,8 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
                 name = target.name
                 versions = store.versions(name)
                 gateways = store.alias_gateways(name)
-                aliases = {a: {"version": v, "gateways": gateways.get(a)} for a, v in store.aliases(name).items()}
-                self._json({"name": name, "versions": versions, "aliases": aliases}, body=body)
+                aliases = {a: AliasEntry(version=v, gateways=gateways.get(a)) for a, v in store.aliases(name).items()}
+                self._json(IndexBody(name=name, versions=versions, aliases=aliases).model_dump(), body=body)
             elif isinstance(target, VersionFile):
                 self._file(target.name, target.version, target.file, body=body)
             else:

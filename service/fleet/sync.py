@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
-from model_store.addresses import file_path, model_path
+from model_store.addresses import IndexBody, file_path, model_path
 from model_store.distribution import Announcement, is_loopback_host
 from service.comms.base import Publisher
 from service.comms.payloads import GatewayModel
@@ -150,18 +150,21 @@ class ModelSync:
         attempt = 0
         while True:
             try:
-                index = self._get_json(model_path(self.name))
-                aliases = index.get("aliases", {})
-                stable, candidate = aliases.get("stable"), aliases.get("candidate")
+                try:
+                    index = IndexBody.model_validate(self._get_json(model_path(self.name)))
+                except ValidationError as exc:
+                    raise SyncError(f"GET {model_path(self.name)}: not the store's index "
+                                    f"({exc.errors()[0]['msg']})") from None
+                stable, candidate = index.aliases.get("stable"), index.aliases.get("candidate")
                 if stable is None:
                     raise SyncError(f"the central store has no {self.name}:stable")
                 entry, alias = stable, "stable"
-                if (candidate is not None and self.gateway_id in (candidate.get("gateways") or [])
-                        and candidate["version"] > stable["version"]):  # fmt: skip
+                if (candidate is not None and self.gateway_id in (candidate.gateways or [])
+                        and candidate.version > stable.version):  # fmt: skip
                     entry, alias = candidate, "candidate"
-                self._install(int(entry["version"]), None, None)
-                self.cache.set_alias(self.name, self.alias, int(entry["version"]))
-                logger.info("fetched %s v%s (%s) into the empty cache", self.name, entry["version"], alias)
+                self._install(entry.version, None, None)
+                self.cache.set_alias(self.name, self.alias, entry.version)
+                logger.info("fetched %s v%s (%s) into the empty cache", self.name, entry.version, alias)
                 return
             except (SyncError, StoreError) as exc:
                 attempt += 1

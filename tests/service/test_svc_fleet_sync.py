@@ -4,18 +4,25 @@ announcer re-announces after the broker lost its retained messages."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from harness.broker import Mosquitto, Subscriber
 from harness.machine import wait_until
 from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from model_store.distribution import Announcer, StoreHTTPServer, announcement
+from service.config import DistributionConfig, ModelConfig
+from service.fleet.sync import ModelSync
+from service.metrics import Metrics
+from service.models import ModelLoadError, ModelManager
 from service.runtime import Runtime
 from tests.service.conftest import needs_broker
 
@@ -107,3 +114,34 @@ def test_the_announcer_announces_again_after_the_broker_lost_its_retained_messag
     finally:
         announcer.stop()
         broker.kill()
+
+
+def test_a_store_whose_index_is_not_one_fails_the_first_fetch_in_one_line(tmp_path: Path) -> None:
+    """A server that answers the index with JSON of another shape: the empty cache's first fetch gives
+    up with the reason, instead of a KeyError from deep inside."""
+
+    class Liar(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"name": "ean", "aliases": {"stable": {"gateways": []}}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Liar)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "cache").mkdir()
+        model_cfg = ModelConfig(store=tmp_path / "cache")
+        cfg = DistributionConfig(enabled=True, url=f"http://127.0.0.1:{server.server_address[1]}",
+                                 bootstrap_timeout_s=0, retry_min_s=0.1, retry_max_s=0.1)
+        sync = ModelSync(cfg, model_cfg, None, ModelManager(model_cfg), Metrics(CollectorRegistry()))
+        with pytest.raises(ModelLoadError, match=r"not the store's index \(Field required\)"):
+            sync.bootstrap()
+    finally:
+        server.shutdown()
+        server.server_close()
