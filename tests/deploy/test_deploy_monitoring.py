@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +18,14 @@ import httpx
 import yaml
 
 from harness.machine import free_port
+from harness.service import ServiceProcess
+from harness.store import copy_store
 from service.config import load_settings
 from tests.deploy.conftest import MqttAuth
 from tests.deploy.helpers import (
     DASHBOARD,
     DEPLOY,
     DOCKER_CONFIG,
-    REPO,
     compose,
     container_port,
     dashboard_queries,
@@ -170,10 +169,9 @@ def test_prometheus_scrapes_the_service_with_the_token_mqtt_auth_made(tmp_path: 
     token_file = auth.dir / _on_volume("prometheus", _job()["authorization"]["credentials_file"])[1]
     settings = load_settings(DOCKER_CONFIG, {})
     assert settings.api.host == "0.0.0.0"
-    store = tmp_path / "models"
-    shutil.copytree(REPO / "model_store" / "seed", store)
+    store = copy_store(tmp_path / "models")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FER_")} | {
+    env = {
         "FER_API__PORT": str(port),
         "FER_API__TOKEN_FILE": str(auth.dir / _on_volume("fer-service", str(settings.api.token_file))[1]),
         "FER_MQTT__ENABLED": "false",
@@ -185,14 +183,13 @@ def test_prometheus_scrapes_the_service_with_the_token_mqtt_auth_made(tmp_path: 
     prometheus_base = f"http://127.0.0.1:{free_port()}"
     config = _config_here(tmp_path / "prometheus.yml", token_file, f"127.0.0.1:{port}", scrape_interval="1s")
     logs = tmp_path / "service.log", tmp_path / "prometheus.log"
+    service = ServiceProcess(DOCKER_CONFIG, port, logs[0], env).launch()
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        with logs[0].open("wb") as out:
-            processes.append(subprocess.Popen([sys.executable, "-m", "service", "--config", str(DOCKER_CONFIG)],
-                                              cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT))  # fmt: skip
+        assert service.proc is not None
         deadline = time.monotonic() + 120
-        while _status(f"{base}/healthz") != 200:
-            assert processes[0].poll() is None and time.monotonic() < deadline, logs[0].read_text()[-4000:]
+        while _status(f"{base}/healthz") != 200:  # /readyz, like every route but this one, wants the token
+            assert service.proc.poll() is None and time.monotonic() < deadline, logs[0].read_text()[-4000:]
             time.sleep(0.2)
         # Without the token the service refuses /metrics: what follows is the token's doing.
         assert _status(f"{base}/metrics") == 401
@@ -206,11 +203,12 @@ def test_prometheus_scrapes_the_service_with_the_token_mqtt_auth_made(tmp_path: 
             targets = [t for t in _targets(prometheus_base) if t["scrapePool"] == _job()["job_name"]]
             if targets and targets[0]["health"] == "up":
                 break
-            assert processes[1].poll() is None, logs[1].read_text()[-4000:]
+            assert processes[0].poll() is None, logs[1].read_text()[-4000:]
             assert time.monotonic() < deadline, f"never scraped: {targets}\n{logs[1].read_text()[-4000:]}"
             time.sleep(0.5)
         assert targets[0]["lastError"] == ""
     finally:
+        service.stop()
         for process in processes:
             process.terminate()
             try:

@@ -13,7 +13,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,11 +26,11 @@ import paho.mqtt.client as mqtt
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.machine import free_port
+from harness.store import copy_store
 from service.config import load_settings
 from tests.deploy.conftest import Broker, Recorder
 from tests.deploy.helpers import (
     DOCKER_CONFIG,
-    REPO,
     SERVICE_DOCKERFILE,
     compose,
     dashboard_queries,
@@ -123,7 +122,7 @@ def test_image_command_serves_the_docker_config(
     argv[argv.index("--config") + 1] = str(DOCKER_CONFIG)
 
     store = tmp_path / "models"
-    shutil.copytree(REPO / "model_store" / "seed", store)
+    copy_store(store)
     port = free_port()
     # Where compose mounts the mqtt-auth volume in the service's container: here, the files mqtt-auth made.
     (volume_mount,) = [t for t, s in volume_targets(compose()["services"]["fer-service"]).items() if s == "mqtt-auth"]
