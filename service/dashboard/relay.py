@@ -93,11 +93,16 @@ class EventRelay:
             self._broadcast({"type": "broker", "connected": False})
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        where = self._topics.camera_topic(msg.topic)
+        if where is None:
+            return  # not a camera's topic, so nothing this client subscribed to
+        # The page is told whose topic it is and which one, so that only topics.py parses topics.
+        camera, what = where
         if not msg.payload:
             # An empty retained payload clears the topic (a removed camera).
             with self._lock:
                 self._retained.pop(msg.topic, None)
-                self._broadcast({"type": "cleared", "topic": msg.topic})
+                self._broadcast({"type": "cleared", "topic": msg.topic, "camera": camera, "kind": what})
             return
         try:
             payload = json.loads(msg.payload)
@@ -105,17 +110,14 @@ class EventRelay:
             return  # not one of ours: every fer-edge payload is JSON
         if not isinstance(payload, dict):
             return
-        where = self._topics.camera_topic(msg.topic)
-        if where is None:
-            return  # not a camera's topic, so nothing this client subscribed to
-        camera, what = where
         now = time.time()
-        item = {"type": "message", "topic": msg.topic, "payload": payload, "received_at": now}
+        item = {"type": "message", "topic": msg.topic, "camera": camera, "kind": what, "payload": payload,
+                "received_at": now}  # fmt: skip
         with self._lock:
             if what == "events":
                 self._events.append(item)
             else:
-                self._retained[msg.topic] = payload
+                self._retained[msg.topic] = {"camera": camera, "kind": what, "payload": payload}
             self._broadcast(item)
             kind = _HISTORY_KINDS.get(what)
             if kind is not None:

@@ -31,7 +31,7 @@ export function renderCameras() {
     const local = view.local.get(id);
     const status = retainedFor(id, "status");
     const expr = retainedFor(id, "expression");
-    const analysis = retainedFor(id, "analysis");
+    const analysis = retainedFor(id, "analysis/state");
     const row = el("tr", null, { "data-camera": id });
     const name = el("td", local && local.name && local.name !== id ? `${id} (${local.name})` : id, { class: "name" });
     // In a fleet every payload names its gateway: one page, every gateway on the broker.

@@ -3,7 +3,7 @@
 
 export const view = {
   local: new Map(),      // camera id -> row of /dashboard/state (this gateway)
-  retained: new Map(),   // MQTT topic -> payload (status, expression, analysis/state, available)
+  retained: new Map(),   // MQTT topic -> {camera, kind, payload}; kind: status, expression, analysis/state
   events: new Map(),     // event id -> {payload, types: [], at}; anomalies merge new/update/end
   seen: new Set(),       // one key per message, so a snapshot after a reconnect adds only what is new
   timeline: new Map(),   // camera -> {labels: [], analysis: [], anomalies: Map(id -> span)}
@@ -17,33 +17,18 @@ export const view = {
   brokerConnected: null,
 };
 
-// <prefix>/<camera>/status|expression|events and <prefix>/<camera>/analysis/state
-export function parseTopic(topic) {
-  const parts = topic.split("/");
-  const last = parts[parts.length - 1];
-  if (last === "state" && parts[parts.length - 2] === "analysis") {
-    return { camera: parts[parts.length - 3], kind: "analysis" };
-  }
-  if (["status", "expression", "events"].includes(last) && parts.length >= 3) {
-    return { camera: parts[parts.length - 2], kind: last };
-  }
-  return { camera: null, kind: last };
-}
-
+// The relay names each topic's camera and kind (the service's topics.py parses them), so the page
+// never splits a topic itself.
 export function retainedFor(camera, kind) {
-  for (const [topic, payload] of view.retained) {
-    const t = parseTopic(topic);
-    if (t.camera === camera && t.kind === kind) return payload;
+  for (const r of view.retained.values()) {
+    if (r.camera === camera && r.kind === kind) return r.payload;
   }
   return null;
 }
 
 export function cameraIds() {
   const ids = new Set(view.local.keys());
-  for (const topic of view.retained.keys()) {
-    const t = parseTopic(topic);
-    if (t.camera && t.kind !== "events") ids.add(t.camera);
-  }
+  for (const r of view.retained.values()) ids.add(r.camera);
   return [...ids].sort();
 }
 

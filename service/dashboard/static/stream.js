@@ -4,7 +4,7 @@
 import { setBadge, say } from "./dom.js";
 import { renderCameras } from "./cameras.js";
 import { addEvent, renderEvents } from "./events.js";
-import { parseTopic, view } from "./state.js";
+import { view } from "./state.js";
 import { onTimeline, scheduleTimeline } from "./timeline.js";
 
 export function renderBroker() {
@@ -40,11 +40,11 @@ function onItem(item) {
     view.retained.delete(item.topic);
     renderCameras();
   } else if (item.type === "message") {
-    if (parseTopic(item.topic).kind === "events") {
+    if (item.kind === "events") {
       addEvent(item);
       renderEvents();
     } else {
-      view.retained.set(item.topic, item.payload);
+      view.retained.set(item.topic, { camera: item.camera, kind: item.kind, payload: item.payload });
       renderCameras();
     }
   }
