@@ -111,14 +111,15 @@ def promote(central: Path, version: int, *extra: str) -> None:
 
 
 def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
-    broker = Mosquitto(tmp_path / "broker").start()
     central = copy_store(tmp_path / "central")
     store = ModelStore(central)
     assert publish_copy(store) == 2 and publish_copy(store) == 3
     store_port = free_port()
-    watch = Subscriber(broker.port, ("fer/models/#", "fer/gateways/+/model"))
     with contextlib.ExitStack() as stack:
+        # Started inside the stack, so that no failure below leaves a broker running.
+        broker = Mosquitto(tmp_path / "broker").start()
         stack.callback(broker.kill)
+        watch = Subscriber(broker.port, ("fer/models/#", "fer/gateways/+/model"))
         stack.callback(watch.close)
         stack.enter_context(process(
             [sys.executable, "-m", "model_store", "--root", str(central), "serve", "--port", str(store_port),
