@@ -8,6 +8,7 @@ paths, ``service.comms.topics`` for the topic) on the other.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -18,6 +19,16 @@ MODELS_PATH = "/v1/models"
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 _MODEL_RE = re.compile(rf"^{MODELS_PATH}/({_SEGMENT})$")
 _FILE_RE = re.compile(rf"^{MODELS_PATH}/({_SEGMENT})/(\d+)/({_SEGMENT})$")
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: reachable from this machine only. 0.0.0.0 and names are not."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

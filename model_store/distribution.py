@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import socket
@@ -46,6 +45,7 @@ from model_store.addresses import (
     ModelIndex,
     VersionFile,
     announcement_topic,
+    is_loopback_host,
     parse_path,
 )
 from model_store.manifest import MANIFEST_FILE
@@ -62,16 +62,6 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # An idle keep-alive connection is closed after this, for the same reason.
 IDLE_TIMEOUT_S = 60.0
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fer-model-store"', "Connection": "close"}
-
-
-def is_loopback_host(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: reachable from this machine only. 0.0.0.0 and names are not."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ServerConfigError(ValueError):

@@ -3,23 +3,12 @@ token_file) and FER_API__PASSWORD. What is protected when is docs/security.md's 
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 
+from model_store.addresses import is_loopback_host
 from service.config._base import Strict, read_secret_file
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost. Any other name or address, 0.0.0.0 and :: included, may be
-    reached from another machine, so it counts as not loopback."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class ApiConfig(Strict):
@@ -76,7 +65,7 @@ class ApiConfig(Strict):
 
     @property
     def credentials_required(self) -> bool:
-        return not is_loopback(self.host)
+        return not is_loopback_host(self.host)
 
     def bearer_token(self) -> SecretStr | None:
         """The token machines send: ``token``, else the first line of ``token_file``."""

@@ -34,8 +34,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
-from model_store.addresses import IndexBody, file_path, model_path
-from model_store.distribution import Announcement, is_loopback_host
+from model_store.addresses import IndexBody, file_path, is_loopback_host, model_path
+from model_store.distribution import Announcement
 from service.comms.base import Publisher
 from service.comms.payloads import GatewayModel
 from service.config import DistributionConfig, ModelConfig

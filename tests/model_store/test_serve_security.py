@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from model_store.__main__ import main
-from model_store.distribution import ServerConfigError, ServerSecurity, check_exposure, is_loopback_host
+from model_store.addresses import is_loopback_host
+from model_store.distribution import ServerConfigError, ServerSecurity, check_exposure
 
 TOKEN = "a-long-enough-store-token"
 Serve = Callable[..., tuple[int, str]]
