@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness.machine import free_port, wait_listening, wait_until
+from harness.machine import free_port, terminate, wait_listening, wait_until
 
 # TEST_WITHOUT_MOSQUITTO=1 acts as if mosquitto were not installed, to exercise the amqtt fallback
 # (not FER_-prefixed: the service reads FER_* variables as settings).
@@ -113,12 +113,8 @@ class Mosquitto:
         self.process = None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            terminate(self.process, 5)
         self.process = None
 
 

@@ -48,6 +48,18 @@ def wait_listening(process: subprocess.Popen[Any], ports: list[int], name: str, 
             time.sleep(0.02)
 
 
+def terminate(process: subprocess.Popen[Any], timeout: float) -> int:
+    """SIGTERM, as systemd and Docker stop a process, then SIGKILL after ``timeout``; the exit status."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of a process and its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -8,7 +8,6 @@ import contextlib
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from typing import Any
 
 import uvicorn
 
-from harness.machine import free_port, memory_kb, wait_until
+from harness.machine import free_port, memory_kb, terminate, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,16 +87,7 @@ class ServiceProcess:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, as systemd and Docker stop it, then SIGKILL after ``timeout``; the exit status."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return 0 if self.proc is None else terminate(self.proc, timeout)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness.broker import Subscriber
-from harness.machine import free_port, wait_listening
+from harness.machine import free_port, terminate, wait_listening
 from tests.deploy.helpers import DEPLOY, tool
 
 MQTT_AUTH = DEPLOY / "mosquitto" / "init" / "mqtt-auth.sh"
@@ -113,13 +113,8 @@ class Broker:
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file (sessions and their queues) on the way out."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process, 10)
         self.process = None
 
 

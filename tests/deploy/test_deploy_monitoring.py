@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
-from harness.machine import free_port
+from harness.machine import free_port, terminate
 from harness.service import ServiceProcess
 from harness.store import copy_store
 from service.config import load_settings
@@ -210,11 +210,6 @@ def test_prometheus_scrapes_the_service_with_the_token_mqtt_auth_made(tmp_path: 
     finally:
         service.stop()
         for process in processes:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, 30)
     assert token_file.read_text().strip() not in logs[0].read_text() + logs[1].read_text()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,27 @@ from service.config.loader import _deep_merge
 # Tests that need mosquitto itself (password files, TLS) skip on HAVE_MOSQUITTO instead.
 NO_BROKER = "neither mosquitto nor amqtt is installed"
 needs_broker = pytest.mark.skipif(not HAVE_BROKER, reason=NO_BROKER)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# No sandbox (root in a container), nothing fetched in the background.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's chromium through Playwright (the browser tests skip where either is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture

@@ -17,8 +17,9 @@ import yaml
 
 from harness.machine import free_port
 from service.api.auth import COOKIE
+from tests.service.conftest import CHROMIUM
 from tests.service.test_svc_auth import BEARER, PASSWORD, TOKEN, SecuredService
-from tests.service.test_svc_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, Console, sync_playwright
+from tests.service.test_svc_dashboard_browser import Console, sync_playwright
 
 if sync_playwright is not None:
     from playwright.sync_api import expect
@@ -50,17 +51,6 @@ def service(tmp_path: Path, store_root: Path) -> Iterator[str]:
     errors = [line for line in log.read_text().splitlines() if re.search(r"\bERROR\b", line)]
     assert errors == [], errors
     assert PASSWORD not in log.read_text()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    assert sync_playwright is not None
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def hall_analysis(base: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +24,8 @@ import pytest
 from harness.broker import HAVE_MOSQUITTO, Mosquitto, Subscriber
 from harness.service import ServiceProcess
 from harness.store import SEED_STORE
+from tests.service.conftest import CHROMIUM
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# The flags of the machine notes: no sandbox (root in a container), nothing fetched in the background.
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 
 try:
@@ -106,17 +100,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     finally:
         s.svc.kill()
         s.broker.kill()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    assert sync_playwright is not None
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def bands(page: Page, camera: str) -> Any:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from harness.broker import Mosquitto, Subscriber
-from harness.machine import free_port, wait_until
+from harness.machine import free_port, terminate, wait_until
 from harness.service import ServiceProcess
 from harness.store import copy_store, publish_copy
 from model_store import ModelStore
@@ -82,12 +82,7 @@ def process(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 20)
 
 
 def served(url: str) -> int | None:

@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from harness.broker import Mosquitto, Subscriber
-from harness.machine import free_port, wait_until
+from harness.machine import free_port, terminate, wait_until
 from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from model_store.distribution import announcement
@@ -95,12 +95,7 @@ def store_server(tmp_path: Path, tls: Issued) -> Iterator[Store]:
         assert proc.poll() is None, log.read_text()
         yield Store(central, url, tls)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 20)
         # The token never reaches its log.
         assert TOKEN not in log.read_text()
 
@@ -118,20 +113,18 @@ def store(tmp_path: Path) -> Iterator[Store]:
         yield server
 
 
-def fleet(make_settings: Callable[..., Any], cache: Path, store: Store, **distribution: Any) -> Any:
+def distribution(store: Store) -> dict[str, Any]:
+    """A gateway following ``store`` over TLS, quick to retry and to give up."""
+    return {"enabled": True, "url": store.url, "ca_file": str(store.tls.ca), "retry_min_s": 0.1, "retry_max_s": 0.2,
+            "bootstrap_timeout_s": 1}  # fmt: skip
+
+
+def fleet(make_settings: Callable[..., Any], cache: Path, store: Store, **overrides: Any) -> Any:
     return make_settings(
         gateway_id="gw-a",
         mqtt={"enabled": True, "port": free_port()},  # no broker: announcements never come
         model={"store": str(cache)},
-        distribution={
-            "enabled": True,
-            "url": store.url,
-            "ca_file": str(store.tls.ca),
-            "retry_min_s": 0.1,
-            "retry_max_s": 0.2,
-            "bootstrap_timeout_s": 1,
-            **distribution,
-        },
+        distribution={**distribution(store), **overrides},
     )
 
 
@@ -165,14 +158,7 @@ def test_a_gateway_without_the_token_is_refused_and_says_so_in_one_line(tmp_path
         "api": {"port": free_port()},
         "mqtt": {"port": free_port()},
         "model": {"store": str(tmp_path / "cache")},
-        "distribution": {
-            "enabled": True,
-            "url": store.url,
-            "ca_file": str(store.tls.ca),
-            "retry_min_s": 0.1,
-            "retry_max_s": 0.2,
-            "bootstrap_timeout_s": 1,
-        },
+        "distribution": distribution(store),
     }
     path = tmp_path / "gw.yaml"
     path.write_text(yaml.safe_dump(config))
