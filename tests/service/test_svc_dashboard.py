@@ -427,28 +427,36 @@ def test_the_history_is_bounded_in_time_points_and_cameras() -> None:
 
 
 def test_the_accuracy_is_named_for_what_it_measured(make_settings: Callable[..., Settings], store_root: Path) -> None:
-    """v1's manifest figure is flip TTA: never shown as what is served. A manifest of the served
-    graph (what the trainer publishes now) is shown as served."""
+    """A manifest figure taken with flip TTA (v1's) is never shown as what is served; a manifest of the
+    served graph (what the trainer publishes now) is shown as served."""
     settings = make_settings()
-    with live_server(create_app(settings)) as base:
-        v1 = httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"]
-        models = httpx.get(f"{base}/models").json()["served"]["accuracy"]
-    manifest = ModelStore(store_root).manifest("ean", 1)
-    assert manifest.metrics.tta
-    assert v1 == models == {"served": None, "flip_tta": manifest.metrics.val_accuracy}
-
     store = ModelStore(store_root)
-    vdir = store.version_dir("ean", 1)
-    metrics = manifest.metrics.model_copy(update={"tta": False, "val_accuracy": 0.6395})
-    files = {manifest.model_file: vdir / manifest.model_file}
-    files |= {v.file: vdir / v.file for v in manifest.variants.values()}
-    served = store.publish(manifest.model_copy(update={"version": None, "files": {}, "metrics": metrics}), files)
-    store.set_alias("ean", "stable", served)
+    manifest = store.manifest("ean", store.resolve("ean", "stable"))
+    vdir = store.version_dir("ean", manifest.version)
+
+    def stable_with(tta: bool, figure: float) -> None:
+        metrics = manifest.metrics.model_copy(update={"tta": tta, "val_accuracy": figure})
+        files = {manifest.model_file: vdir / manifest.model_file}
+        version = store.publish(manifest.model_copy(update={"version": None, "files": {}, "metrics": metrics}), files)
+        store.set_alias("ean", "stable", version)
+
+    stable_with(tta=True, figure=0.6473)
     with live_server(create_app(settings)) as base:
-        assert httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"] == {"served": 0.6395,
-                                                                                    "flip_tta": None}
+        shown = httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"]
+        models = httpx.get(f"{base}/models").json()["served"]["accuracy"]
+    assert shown == models == {"served": None, "flip_tta": 0.6473}
+    stable_with(tta=False, figure=0.6612)
+    with live_server(create_app(settings)) as base:
+        assert httpx.get(f"{base}/dashboard/state").json()["model"]["accuracy"] == {"served": 0.6612, "flip_tta": None}
+    # An INT8 variant of a served-graph manifest is shown with its own graph's figure, one pass.
+    with_int8 = [v for v in store.versions("ean") if "int8" in store.manifest("ean", v).variants]
+    assert with_int8, "the seed store keeps v1, which has an INT8 variant"
+    source = store.manifest("ean", with_int8[0])
+    files = {f: store.version_dir("ean", source.version) / f for f in (source.model_file, "model.int8.onnx")}
+    metrics = source.metrics.model_copy(update={"tta": False})
+    served = store.publish(source.model_copy(update={"version": None, "files": {}, "metrics": metrics}), files)
     int8 = load_version(store, "ean", served, variant="int8", threads=1, max_batch=1)
-    assert accuracy(int8) == {"served": manifest.variants["int8"].val_accuracy, "flip_tta": None}
+    assert accuracy(int8) == {"served": source.variants["int8"].val_accuracy, "flip_tta": None}
 
 
 # -- latency --------------------------------------------------------------------------------------

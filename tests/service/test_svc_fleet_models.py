@@ -108,7 +108,10 @@ def promote(central: Path, version: int, *extra: str) -> None:
 def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
     central = copy_store(tmp_path / "central")
     store = ModelStore(central)
-    assert publish_copy(store) == 2 and publish_copy(store) == 3
+    # Whatever the seed store's stable version is, two newer ones follow it.
+    old = store.resolve("ean", "stable")
+    new, newest = publish_copy(store), publish_copy(store)
+    assert old < new < newest
     store_port = free_port()
     with contextlib.ExitStack() as stack:
         # Started inside the stack, so that no failure below leaves a broker running.
@@ -143,47 +146,49 @@ def test_three_gateways_follow_the_central_store(tmp_path: Path) -> None:
         try:
             for svc in gateways.values():
                 svc.wait_ready()
-            assert {gw: served(urls[gw]) for gw in GATEWAYS} == dict.fromkeys(GATEWAYS, 1)
+            assert {gw: served(urls[gw]) for gw in GATEWAYS} == dict.fromkeys(GATEWAYS, old)
             ready = httpx.get(f"{urls['gw-b']}/readyz", timeout=5).json()
             assert ready["gateway"] == "gw-b" and ready["camera_clashes"] == {}
             announced = watch.wait_for(lambda ms: watch.snapshot("fer/models/ean/stable"), what="announcement")
             first = announced[-1].json()
-            assert first["version"] == 1 and first["sha256"] == store.manifest("ean", 1).files["model.onnx"].sha256
+            assert first["version"] == old and first["sha256"] == store.manifest("ean", old).files["model.onnx"].sha256
 
-            # v2 goes stable while gw-c's downloads arrive corrupt.
+            # The new version goes stable while gw-c's downloads arrive corrupt.
             proxy.corrupt.set()
             started = time.monotonic()
-            promote(central, 2)
-            wait_until(lambda: served(urls["gw-a"]) == 2 and served(urls["gw-b"]) == 2, SWAP_BOUND_S, 0.1,
-                       what="gw-a and gw-b on v2")  # fmt: skip
+            promote(central, new)
+            wait_until(lambda: served(urls["gw-a"]) == new and served(urls["gw-b"]) == new, SWAP_BOUND_S, 0.1,
+                       what="gw-a and gw-b on the new version")  # fmt: skip
             took = time.monotonic() - started
-            print(f"gw-a and gw-b serve v2 {took:.1f} s after the promote")
-            # gw-c refuses each corrupt copy, backs off, retries, and keeps serving v1 meanwhile.
+            print(f"gw-a and gw-b serve v{new} {took:.1f} s after the promote")
+            # gw-c refuses each corrupt copy, backs off, retries, and keeps serving the old one meanwhile.
             wait_until(lambda: metric(urls["gw-c"], "fer_model_downloads_total", 'result="refused"') >= 3,
                        30, 0.2, what="gw-c refusing and retrying")  # fmt: skip
-            assert served(urls["gw-c"]) == 1
+            assert served(urls["gw-c"]) == old
             assert httpx.get(f"{urls['gw-c']}/readyz", timeout=5).status_code == 200
             state = watch.wait_for(lambda ms: [m for m in watch.snapshot("fer/gateways/gw-c/model")
                                                if m.json()["state"] == "retrying"], what="gw-c retrying")[-1].json()
-            assert state["version"] == 1 and state["wanted_version"] == 2 and "sha256" in state["error"]
+            assert state["version"] == old and state["wanted_version"] == new and "sha256" in state["error"]
             # Nothing of the refused copies is left in its cache.
-            assert sorted(p.name for p in (tmp_path / "gw-c" / "cache" / "ean").iterdir()) == [".lock", "1",
+            assert sorted(p.name for p in (tmp_path / "gw-c" / "cache" / "ean").iterdir()) == [".lock", str(old),
                                                                                            "aliases.json"]
-            # The corruption ends: the next retry takes v2.
+            # The corruption ends: the next retry takes the new version.
             proxy.corrupt.clear()
-            wait_until(lambda: served(urls["gw-c"]) == 2, 30, 0.1, what="gw-c on v2 once downloads are good")
+            wait_until(lambda: served(urls["gw-c"]) == new, 30, 0.1,
+                       what="gw-c on the new version once downloads are good")  # fmt: skip
             assert metric(urls["gw-a"], "fer_model_downloads_total", 'result="refused"') == 0
 
-            # Staged rollout: v3 as candidate for gw-b only; the others stay on stable v2.
-            promote(central, 3, "--alias", "candidate", "--gateways", "gw-b")
-            wait_until(lambda: served(urls["gw-b"]) == 3, SWAP_BOUND_S, 0.1, what="gw-b on candidate v3")
+            # Staged rollout: the newest as candidate for gw-b only; the others stay on the stable one.
+            promote(central, newest, "--alias", "candidate", "--gateways", "gw-b")
+            wait_until(lambda: served(urls["gw-b"]) == newest, SWAP_BOUND_S, 0.1, what="gw-b on the candidate")
             time.sleep(2.0)
-            assert (served(urls["gw-a"]), served(urls["gw-c"])) == (2, 2)
+            assert (served(urls["gw-a"]), served(urls["gw-c"])) == (new, new)
             # Then stable moves for all.
-            promote(central, 3)
-            wait_until(lambda: all(served(urls[gw]) == 3 for gw in GATEWAYS), SWAP_BOUND_S, 0.1, what="all on v3")
+            promote(central, newest)
+            wait_until(lambda: all(served(urls[gw]) == newest for gw in GATEWAYS), SWAP_BOUND_S, 0.1,
+                       what="all on the newest")  # fmt: skip
             states = {gw: watch.snapshot(f"fer/gateways/{gw}/model")[-1].json() for gw in GATEWAYS}
-            assert all(s["state"] == "serving" and s["version"] == 3 for s in states.values()), states
+            assert all(s["state"] == "serving" and s["version"] == newest for s in states.values()), states
         except BaseException:
             for gw, svc in gateways.items():
                 print(f"--- {gw}\n{svc.log.read_text()[-3000:]}")
@@ -201,23 +206,25 @@ def _get_ok(url: str) -> bool:
 def test_store_server_is_read_only_and_serves_sha256_etags(tmp_path: Path) -> None:
     central = copy_store(tmp_path / "central")
     store = ModelStore(central)
+    v = store.resolve("ean", "stable")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with process([sys.executable, "-m", "model_store", "--root", str(central), "serve", "--port", str(port)],
                  tmp_path / "store.log"):  # fmt: skip
         wait_until(lambda: _get_ok(f"{url}/healthz"), 30, what="store server")
         index = httpx.get(f"{url}/v1/models/ean").json()
-        assert index["versions"] == [1] and index["aliases"]["stable"] == {"version": 1, "gateways": None}
-        entry = store.manifest("ean", 1).files["model.onnx"]
-        resp = httpx.get(f"{url}/v1/models/ean/1/model.onnx")
+        assert index["versions"] == store.versions("ean")
+        assert index["aliases"]["stable"] == {"version": v, "gateways": None}
+        entry = store.manifest("ean", v).files["model.onnx"]
+        resp = httpx.get(f"{url}/v1/models/ean/{v}/model.onnx")
         assert resp.status_code == 200 and len(resp.content) == entry.size
         assert resp.headers["etag"] == f'"{entry.sha256}"' and resp.headers["x-checksum-sha256"] == entry.sha256
-        again = httpx.get(f"{url}/v1/models/ean/1/model.onnx", headers={"If-None-Match": resp.headers["etag"]})
+        again = httpx.get(f"{url}/v1/models/ean/{v}/model.onnx", headers={"If-None-Match": resp.headers["etag"]})
         assert again.status_code == 304 and again.content == b""
-        head = httpx.head(f"{url}/v1/models/ean/1/model.onnx")
+        head = httpx.head(f"{url}/v1/models/ean/{v}/model.onnx")
         assert head.status_code == 200 and head.headers["content-length"] == str(entry.size)
-        manifest = httpx.get(f"{url}/v1/models/ean/1/manifest.json")
-        assert json.loads(manifest.content)["version"] == 1
+        manifest = httpx.get(f"{url}/v1/models/ean/{v}/manifest.json")
+        assert json.loads(manifest.content)["version"] == v
         # Only the store's own layout is reachable, and nothing can be written.
         for path in ("/v1/models/ean/1/.lock", "/v1/models/ean/aliases.json", "/v1/models/ean/1/../aliases.json",
                      "/v1/models/ean/9/model.onnx", "/v1/models/nope", "/etc/passwd"):  # fmt: skip
@@ -225,9 +232,9 @@ def test_store_server_is_read_only_and_serves_sha256_etags(tmp_path: Path) -> No
             assert bad.status_code == 404, path
             assert set(bad.json()["error"]) == {"code", "message"}
         for method in ("POST", "PUT", "DELETE"):
-            refused = httpx.request(method, f"{url}/v1/models/ean/1/model.onnx", content=b"x")
+            refused = httpx.request(method, f"{url}/v1/models/ean/{v}/model.onnx", content=b"x")
             assert refused.status_code == 405 and refused.json()["error"]["code"] == "method_not_allowed"
-        assert store.verify("ean", 1) == []
+        assert store.verify("ean", v) == []
 
 
 @pytest.mark.parametrize("gateways", [["gw-b"], None])
@@ -269,7 +276,7 @@ def test_a_cached_model_serves_while_the_store_server_is_down(tmp_path: Path, ma
     runtime = Runtime(fleet_settings(make_settings, cache, f"http://127.0.0.1:{free_port()}"))
     runtime.start()
     try:
-        assert runtime.ready and runtime.models.require().version == 1
+        assert runtime.ready and runtime.models.require().version == ModelStore(cache).resolve("ean", "stable")
     finally:
         runtime.stop()
 

@@ -194,9 +194,10 @@ def test_a_gateway_with_the_token_is_served_over_tls(
     runtime = Runtime(fleet(make_settings, cache, store, token=TOKEN))
     try:
         runtime.start()
-        # Fetched into the empty cache: the store's stable, verified file by file.
-        assert runtime.ready and runtime.models.require().version == 1
-        assert ModelStore(cache).versions("ean") == [1] and ModelStore(cache).verify("ean", 1) == []
+        # Fetched into the empty cache: the store's stable, verified file by file, and nothing else.
+        stable = ModelStore(store.root).resolve("ean", "stable")
+        assert runtime.ready and runtime.models.require().version == stable
+        assert ModelStore(cache).versions("ean") == [stable] and ModelStore(cache).verify("ean", stable) == []
     finally:
         runtime.stop()
 
@@ -249,16 +250,17 @@ def test_a_serving_gateway_that_the_store_refuses_keeps_serving_and_reports_why(
     try:
         wait_until(lambda: runtime.publisher.connected and watch.connected.is_set(), 10, what="connected")
         central = ModelStore(store.root)
-        central.set_alias("ean", "stable", 2)
+        old, new = central.resolve("ean", "stable"), central.versions("ean")[-1]
+        central.set_alias("ean", "stable", new)
         notice = announcement(central, "ean", "stable")
         watch.client.publish("fer/models/ean/stable", notice.model_dump_json().encode(), qos=1, retain=True)
         state = watch.wait_for(
             lambda ms: [m.json() for m in ms if m.json()["state"] == "retrying"], 20, what="retrying"
         )[-1]
-        assert state["version"] == 1 and state["wanted_version"] == 2
+        assert state["version"] == old and state["wanted_version"] == new
         assert "HTTP 401, the store sent no token" in state["error"]
         time.sleep(1.0)
-        assert runtime.ready and runtime.models.require().version == 1
+        assert runtime.ready and runtime.models.require().version == old
         assert runtime.metrics.model_downloads.labels("failed")._value.get() >= 1
     finally:
         watch.close()

@@ -46,11 +46,13 @@ def test_bad_announcements_are_ignored_and_a_corrupt_cached_copy_is_fetched_agai
     tmp_path: Path, broker: Mosquitto, central: tuple[ModelStore, str], make_settings: Any
 ) -> None:
     store, url = central
-    # The cache already holds v1 and a copy of v2 whose model file rotted on disk.
+    # The cache already holds the stable version and a copy of the central store's new one, whose model
+    # file rotted on disk.
     cache = copy_store(tmp_path / "cache")
     cache_store = ModelStore(cache)
-    publish_copy(cache_store)
-    rotten = cache / "ean" / "2" / "model.onnx"
+    old, new = cache_store.resolve("ean", "stable"), store.versions("ean")[-1]
+    assert publish_copy(cache_store) == new
+    rotten = cache / "ean" / str(new) / "model.onnx"
     rotten.chmod(0o644)
     rotten.write_bytes(b"\0" + rotten.read_bytes()[1:])
     settings = make_settings(
@@ -69,15 +71,16 @@ def test_bad_announcements_are_ignored_and_a_corrupt_cached_copy_is_fetched_agai
         pub.client.publish("fer/models/ean/stable", wrong.model_dump_json().encode(), qos=1).wait_for_publish(5)
         pub.client.publish("fer/models/ean/candidate", b"", qos=1, retain=True).wait_for_publish(5)
         threading.Event().wait(1.0)
-        assert runtime.models.require().version == 1
+        assert runtime.models.require().version == old
         assert runtime.sync is not None and runtime.sync.target() is None
 
-        store.set_alias("ean", "stable", 2)
+        store.set_alias("ean", "stable", new)
         notice = announcement(store, "ean", "stable")
         pub.client.publish("fer/models/ean/stable", notice.model_dump_json().encode(), qos=1, retain=True)
-        wait_until(lambda: runtime.models.require().version == 2, 20, what="v2 served")
-        assert cache_store.verify("ean", 2) == []
-        state = pub.wait_for(lambda ms: [m for m in ms if m.json()["state"] == "serving" and m.json()["version"] == 2])
+        wait_until(lambda: runtime.models.require().version == new, 20, what="the new version served")
+        assert cache_store.verify("ean", new) == []
+        state = pub.wait_for(lambda ms: [m for m in ms if m.json()["state"] == "serving"
+                                         and m.json()["version"] == new])  # fmt: skip
         assert state[-1].json()["gateway"] == "gw-a"
         assert runtime.metrics.model_downloads.labels("ok")._value.get() == 1
     finally:
@@ -89,6 +92,7 @@ def test_the_announcer_announces_again_after_the_broker_lost_its_retained_messag
     tmp_path: Path, central: tuple[ModelStore, str]
 ) -> None:
     store, _ = central
+    old, new = store.resolve("ean", "stable"), store.versions("ean")[-1]
     broker = Mosquitto(tmp_path / "broker").start()  # persistence off: a restart forgets everything
     announcer = Announcer(store, "127.0.0.1", broker.port, poll_s=0.2)
     announcer.start()
@@ -96,11 +100,11 @@ def test_the_announcer_announces_again_after_the_broker_lost_its_retained_messag
         first = Subscriber(broker.port, ("fer/models/#",))
         got = first.wait_for(lambda ms: {m.topic for m in ms} >= {"fer/models/ean/stable", "fer/models/ean/candidate"}
                              and ms, what="both aliases")  # fmt: skip
-        assert {m.topic: m.json()["version"] for m in got} == {"fer/models/ean/stable": 1,
-                                                                "fer/models/ean/candidate": 1}  # fmt: skip
-        store.set_alias("ean", "candidate", 2, ["gw-b"])
-        first.wait_for(lambda ms: [m for m in first.snapshot("fer/models/ean/candidate") if m.json()["version"] == 2],
-                       what="candidate v2 announced")  # fmt: skip
+        assert {m.topic: m.json()["version"] for m in got} == {"fer/models/ean/stable": old,
+                                                                "fer/models/ean/candidate": old}  # fmt: skip
+        store.set_alias("ean", "candidate", new, ["gw-b"])
+        first.wait_for(lambda ms: [m for m in first.snapshot("fer/models/ean/candidate") if m.json()["version"] == new],
+                       what="the new candidate announced")  # fmt: skip
         first.close()
         broker.kill()
         broker.start()
@@ -108,8 +112,8 @@ def test_the_announcer_announces_again_after_the_broker_lost_its_retained_messag
         # Live or retained, depending on who reconnects first; only a re-announcement can bring them.
         got = late.wait_for(lambda ms: len({m.topic for m in ms}) == 2 and ms, 20, what="re-announced aliases")
         notice = [m for m in got if m.topic.endswith("candidate")][-1].json()
-        assert notice["version"] == 2 and notice["gateways"] == ["gw-b"]
-        assert notice["sha256"] == store.manifest("ean", 2).files["model.onnx"].sha256
+        assert notice["version"] == new and notice["gateways"] == ["gw-b"]
+        assert notice["sha256"] == store.manifest("ean", new).files["model.onnx"].sha256
         late.close()
     finally:
         announcer.stop()
