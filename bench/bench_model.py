@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -208,6 +209,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # Where the ECA gates sit, on the shipped config's student shape (the v2 ablation).
         student = load_config(args.config).student
+        if not isinstance(student, EANConfig):
+            sys.exit(f"error: {args.config} trains a {student.family}, not an EAN student")
         placements = (("every block", {"eca": "every_block"}), ("stage_end from 2", {"eca": "stage_end"}),
                       ("pooled features only", {"eca": "head"}))
         shapes: list[tuple[str, Callable[[], nn.Module]]] = [

@@ -119,7 +119,8 @@ def cmd_smoke(args: argparse.Namespace) -> int:
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:
-    run_recipe(args.recipe, args.data, args.store, args.runs, overrides=_parse_sets(args.set), dry_run=args.dry_run)
+    run_recipe(args.recipe, args.data, args.store, args.runs, overrides=_parse_sets(args.set), dry_run=args.dry_run,
+               until=args.until)
     return 0
 
 
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="override one config key in every stage, e.g. device=cuda (device and threads do not "
                    "make a stage another one)")
     p.add_argument("--dry-run", action="store_true", help="list each stage: published, to train, or waiting")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (a session's worth of the recipe)")
     p.set_defaults(func=cmd_recipe)
 
     p = sub.add_parser("ship", help="publish a version of the lineage store into the service's store, through the "

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -20,6 +29,7 @@ class _Strict(BaseModel):
 class EANConfig(_Strict):
     """Architecture of an Efficient Attention Network (EAN)."""
 
+    family: Literal["ean"] = Field("ean", description="the model family (what a checkpoint without one is)")
     in_size: int = Field(48, ge=16, description="input side in pixels (square, grayscale)")
     stem: int = Field(32, ge=4, description="channels of the stride-2 stem convolution")
     widths: list[int] = Field([64, 128, 256], description="channels of each stage")
@@ -42,6 +52,43 @@ class EANConfig(_Strict):
         if min(self.depths) < 1 or min(self.widths) < 4:
             raise ValueError("every stage needs at least one block and four channels")
         return self
+
+
+class ResNetConfig(_Strict):
+    """A dense residual network for 48×48 faces: a teacher free of the student's budget.
+
+    ResNet's basic blocks (He et al., 2016) with a 3×3 stem at stride 2 and no max-pool, the shape
+    that suits 48×48 inputs (Pramerdorfer & Kampel, 2016). Never shipped to the service: it teaches.
+    """
+
+    family: Literal["resnet"] = "resnet"
+    in_size: int = Field(48, ge=16, description="input side in pixels (square, grayscale)")
+    stem: int = Field(32, ge=4, description="channels of the stride-2 3×3 stem convolution")
+    widths: list[int] = Field([32, 64, 128, 256], description="channels of each stage (ResNet-18 at half width)")
+    depths: list[int] = Field([2, 2, 2, 2], description="basic blocks in each stage")
+    strides: list[int] = Field([1, 2, 2, 2], description="stride of each stage's first block")
+    dropout: float = Field(0.2, ge=0, lt=1, description="before the classifier")
+    num_classes: int = Field(7, ge=2, description="outputs; the labels come from the data loader")
+
+    @model_validator(mode="after")
+    def _stages_match(self) -> ResNetConfig:
+        if not self.widths or not len(self.widths) == len(self.depths) == len(self.strides):
+            raise ValueError("widths, depths and strides must be non-empty lists of one length")
+        if min(self.depths) < 1 or min(self.widths) < 4:
+            raise ValueError("every stage needs at least one block and four channels")
+        return self
+
+
+def _family(value: object) -> str:
+    """Checkpoints and manifests written before families existed hold EANs without the key."""
+    family = value.get("family", "ean") if isinstance(value, dict) else getattr(value, "family", "ean")
+    return str(family)
+
+
+# Any trainable architecture, told apart by its ``family`` key.
+ArchConfig = Annotated[
+    Annotated[EANConfig, Tag("ean")] | Annotated[ResNetConfig, Tag("resnet")], Discriminator(_family)
+]
 
 
 class AugmentConfig(_Strict):
@@ -78,9 +125,16 @@ class TrainConfig(_Strict):
     """Everything `python -m trainer fit` needs besides the data and store paths."""
 
     model_name: str = Field("ean", description="name of the model in the store")
-    student: EANConfig = Field(EANConfig(), description="the EAN student's architecture (what is shipped)")
-    teacher: EANConfig | None = Field(
-        None, description="round 0's architecture (a wider EAN); none: round 0 trains the student itself"
+    student: ArchConfig = Field(
+        EANConfig(), description="the architecture trained and published: an EAN (what the service ships) or, for "
+        "a teacher member, a dense family"
+    )
+    teacher: ArchConfig | None = Field(
+        None, description="round 0's architecture (a wider network); none: round 0 trains the student itself"
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="training arithmetic on a CPU: bf16 autocast, fp32, or auto, the faster of the two for "
+        "the family (docs/training.md)"
     )
     teacher_store: list[StoreTeacherConfig] | None = Field(
         None,
@@ -108,6 +162,11 @@ class TrainConfig(_Strict):
     )
     temperature: float = Field(4.0, gt=0, description="softmax temperature T of the soft labels")
     alpha: float = Field(0.7, ge=0, le=1, description="weight of the soft-label (KD) term")
+    teacher_views: int = Field(
+        0, ge=0, description="0: the teachers score every batch live; N: they score N seeded augmented views of "
+        "each face once, and each epoch the student (and its control) trains on one of those views, drawn at random "
+        "(trainer/targets.py); needs teacher_store and at most one round"
+    )
     ferplus_weight: float = Field(
         0.0, ge=0, le=1, description="share of FER+ crowd votes mixed into the soft labels"
     )
@@ -141,6 +200,8 @@ class TrainConfig(_Strict):
             raise ValueError("set teacher (train one) or teacher_store (use published ones), not both")
         if self.teacher_store == []:
             raise ValueError("teacher_store needs at least one version")
+        if self.teacher_views and (self.teacher_store is None or self.rounds > 1):
+            raise ValueError("teacher_views scores published teachers once: it needs teacher_store and rounds <= 1")
         return self
 
 
@@ -156,13 +217,16 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Train
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping")
     merged = _deep_merge(TrainConfig().model_dump(), raw)
-    for dotted, value in (overrides or {}).items():
+    # A family is set before the keys of its section: it replaces the other family's keys.
+    for dotted, value in sorted((overrides or {}).items(), key=lambda kv: not kv[0].endswith(".family")):
         node = merged
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"config key {dotted!r}: {key!r} is not a section")
+        if leaf == "family" and _family(node) != value:
+            node.clear()
         node[leaf] = value
     try:
         return TrainConfig.model_validate(merged)
@@ -180,7 +244,8 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        # An architecture of another family shares no keys with the default one: it replaces it.
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and _family(value) == _family(out[key]):
             out[key] = _deep_merge(out[key], value)
         else:
             out[key] = value

@@ -1,4 +1,4 @@
-"""EAN building blocks."""
+"""Building blocks: EAN's, and the dense teacher's."""
 
 from __future__ import annotations
 
@@ -60,3 +60,21 @@ class EANBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.eca(self.pw(self.dw(x)))
         return x + y if self.residual else y
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (He et al., 2016): two 3×3 convolutions, a projected shortcut when shapes change."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))

@@ -132,10 +132,13 @@ def find_published(store: ModelStore, stage: Stage, cfg: TrainConfig) -> int | N
 
 
 def run_recipe(path: str | Path, data: str, store_root: str, runs: str | Path, *, overrides: dict | None = None,
-               dry_run: bool = False) -> dict[str, int]:
-    """Train and publish every stage the store lacks, in order; returns each stage's published version."""
+               dry_run: bool = False, until: str | None = None) -> dict[str, int]:
+    """Train and publish every stage the store lacks, in order, up to ``until`` (or all of them);
+    returns each stage's published version."""
     path = Path(path)
     recipe = load_recipe(path)
+    if until is not None and until not in {s.name for s in recipe.stages}:
+        raise RecipeError(f"recipe {str(path)!r} has no stage {until!r}")
     store = ModelStore(store_root, create=True)
     published: dict[str, int] = {}
     splits: dict[int, tuple[Split, Split]] = {}
@@ -150,25 +153,31 @@ def run_recipe(path: str | Path, data: str, store_root: str, runs: str | Path, *
         if version is not None:
             published[stage.name] = version
             print(f"{stage.name}: published as {stage.model_name} v{version}")
-            continue
-        if dry_run:
+        elif dry_run:
             partial = sorted(out.glob("*.partial.pt"))
             print(f"{stage.name}: to train" + (f" (resumes {', '.join(p.name for p in partial)})" if partial else ""))
-            continue
-        size = cfg.student.in_size
-        if size not in splits:
-            splits[size] = load_split(data, "train", size), load_split(data, "val", size)
-        train, val = splits[size]
-        _prepare(out, cfg)
-        print(f"{stage.name}: training in {out}", flush=True)
-        fit(train, val, cfg, out, resume=True)
-        if stage.control:
-            control(train, val, cfg, out, out, list(range(1, cfg.rounds + 1)), resume=True)
-        version = publish_run(out, train, val, cfg, store=store_root, force_promote=False,
-                              data_name=Path(data).resolve().name, stage=stage.name)
-        assert version is not None
-        published[stage.name] = version
+        else:
+            published[stage.name] = _train(stage, cfg, data, store_root, out, splits)
+        if stage.name == until:
+            break
     return published
+
+
+def _train(stage: Stage, cfg: TrainConfig, data: str, store_root: str, out: Path,
+           splits: dict[int, tuple[Split, Split]]) -> int:
+    size = cfg.student.in_size
+    if size not in splits:
+        splits[size] = load_split(data, "train", size), load_split(data, "val", size)
+    train, val = splits[size]
+    _prepare(out, cfg)
+    print(f"{stage.name}: training in {out}", flush=True)
+    fit(train, val, cfg, out, resume=True)
+    if stage.control:
+        control(train, val, cfg, out, out, list(range(1, cfg.rounds + 1)), resume=True)
+    version = publish_run(out, train, val, cfg, store=store_root, force_promote=False,
+                          data_name=Path(data).resolve().name, stage=stage.name)
+    assert version is not None
+    return version
 
 
 def _prepare(out: Path, cfg: TrainConfig) -> None:

@@ -30,7 +30,7 @@ def resolve(ref: StoreRef) -> tuple[ModelStore, int]:
 class StoreTeacher:
     """``teacher(x)`` gives log-probabilities in LABELS order for float faces (N, 1, S, S) in 0..255."""
 
-    def __init__(self, cfg: StoreTeacherConfig) -> None:
+    def __init__(self, cfg: StoreTeacherConfig, threads: int = 1) -> None:
         try:
             store, self.version = resolve(cfg)
         except StoreError as exc:
@@ -45,7 +45,7 @@ class StoreTeacher:
         self._order = [self.manifest.labels.index(name) for name in LABELS]  # by name, never by index
         self.tta = cfg.tta
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
+        opts.intra_op_num_threads = threads  # it runs between training steps, never beside them
         path = store.version_dir(cfg.name, self.version) / self.manifest.model_file
         self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._in = self.manifest.input.name
@@ -69,8 +69,8 @@ class StoreTeacher:
 class StoreEnsemble:
     """Published members averaged in log-probability (a geometric mean of their predictions)."""
 
-    def __init__(self, cfgs: list[StoreTeacherConfig]) -> None:
-        self.members = [StoreTeacher(c) for c in cfgs]
+    def __init__(self, cfgs: list[StoreTeacherConfig], threads: int = 1) -> None:
+        self.members = [StoreTeacher(c, threads) for c in cfgs]
         self.refs = [m.ref for m in self.members]
 
     def eval(self) -> StoreEnsemble:

@@ -25,16 +25,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from pydantic import TypeAdapter
 from torch import nn
 from tqdm import tqdm
 
-from trainer.config import AugmentConfig, EANConfig, TrainConfig
+from trainer.config import ArchConfig, EANConfig, TrainConfig
 from trainer.data import Split
 from trainer.distill import kd_loss, soft_labels
 from trainer.distributed import ONE_PROCESS, World, init_world
-from trainer.model import EAN
+from trainer.model import Classifier, build_model
+from trainer.targets import TargetCache, load_or_build
 from trainer.teacher import StoreEnsemble, StoreTeacher, resolve
+from trainer.views import augment
 
 
 class ResumeError(Exception):
@@ -49,42 +51,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def augment(x: torch.Tensor, gen: torch.Generator, aug: AugmentConfig) -> torch.Tensor:
-    """Batched augmentation for 48×48 faces: flip, small affine, brightness/contrast, erasing."""
-    n, dev = x.shape[0], x.device
-
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=gen, device=dev)
-
-    flip = rand(n) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    angle = (rand(n) - 0.5) * math.radians(2 * aug.rotate_deg)
-    scale = 1.0 + (rand(n) - 0.5) * 2 * aug.scale
-    shift = (rand(n, 2) - 0.5) * 4 * aug.shift  # affine_grid spans [-1, 1]: a side is 2 units
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = 1.0 + (rand(n, 1, 1, 1) - 0.5) * 2 * aug.contrast
-    brightness = (rand(n, 1, 1, 1) - 0.5) * 2 * aug.brightness
-    x = (x - mean) * contrast + mean + brightness
-    # Random erasing of one rectangle (9-25% of the face): robustness to hands, glasses, masks.
-    side = x.shape[-1]
-    h = (side * (0.3 + rand(n) * 0.2)).long()
-    w = (side * (0.3 + rand(n) * 0.2)).long()
-    top = (rand(n) * (side - h)).long()
-    left = (rand(n) * (side - w)).long()
-    idx = torch.arange(side, device=dev)
-    rows = (idx[None] >= top[:, None]) & (idx[None] < (top + h)[:, None])
-    cols = (idx[None] >= left[:, None]) & (idx[None] < (left + w)[:, None])
-    erase = (rows[:, :, None] & cols[:, None, :]) & (rand(n) < aug.erase_p)[:, None, None]
-    x = x.masked_fill(erase[:, None], 0.0) + erase[:, None] * mean
-    return x.clamp_(0, 255)
 
 
 # What scores faces, and so can teach: a student, or published versions (one, or an ensemble of them).
@@ -121,7 +87,7 @@ def evaluate(model: Teacher, split: Split, device: torch.device, tta: bool = Tru
 class RoundResult:
     round: int
     kind: str  # "teacher" or "ce" (round 0), "kd", or "control"
-    model: EAN | StoreEnsemble
+    model: Classifier | StoreEnsemble
     epochs: int
     history: list[dict] = field(default_factory=list)  # per epoch: loss, val accuracy
     evaluation: Evaluation | None = None
@@ -132,13 +98,10 @@ class RoundResult:
         return {
             "round": self.round, "kind": self.kind, "epochs": self.epochs, "wall_time_s": round(self.wall_time_s, 1),
             "val_accuracy": self.evaluation.accuracy, "val_accuracy_tta": self.evaluation.accuracy_tta,
-            "arch": self.model.cfg.model_dump() if isinstance(self.model, EAN) else None,
+            "arch": None if isinstance(self.model, StoreEnsemble) else self.model.cfg.model_dump(),
             "teachers": self.model.refs if isinstance(self.model, StoreEnsemble) else None,
             "history": self.history,
         }
-
-
-# Anything that maps a batch of faces to logits (or log-probabilities): an EAN, a published version.
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
@@ -152,14 +115,46 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def _teacher_probs(teachers: list[Teacher], xb: torch.Tensor, temperature: float) -> torch.Tensor:
+def _teacher_output(teachers: list[Teacher], xb: torch.Tensor) -> torch.Tensor:
+    """The members' mean output: EAN logits and published members' log-probabilities alike. Averaging
+    the two kinds is sound because softmax ignores a per-face shift, which is all that tells a
+    log-probability from a logit."""
     with torch.no_grad():
-        logits = torch.stack([t(xb) for t in teachers]).mean(0)
-    return soft_labels(logits.float(), temperature)
+        return torch.stack([t(xb) for t in teachers]).mean(0).float()
+
+
+def make_batch(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator, cfg: TrainConfig, teachers: list[Teacher],
+               cache: TargetCache | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A step's faces and, when it has teachers, their soft labels at temperature T.
+
+    Without a cache each face gets a fresh view that the teachers score now; with one, each face gets
+    one of its fixed views, drawn from ``gen``, with the teachers' output already computed for it.
+    """
+    if cache is None:
+        xb = augment(x, gen, cfg.augment)
+        return xb, soft_labels(_teacher_output(teachers, xb), cfg.temperature) if teachers else None
+    which = torch.randint(cache.count, (len(idx),), generator=gen, device=gen.device)
+    xb, output = cache.batch(x, idx, which)
+    return xb, soft_labels(output, cfg.temperature) if teachers else None
+
+
+def bf16_pays(arch: ArchConfig) -> bool:
+    """Whether bf16 autocast trains this family faster on this CPU (docs/training.md has the tables).
+
+    With AMX tiles it doubles dense 3×3 convolutions and still slows depthwise-separable ones; without
+    them bf16 is emulated, and a dense network trains 15× slower than in fp32.
+    """
+    return torch.cpu._is_amx_tile_supported() and not isinstance(arch, EANConfig)
+
+
+def use_bf16(cfg: TrainConfig, arch: ArchConfig, device: torch.device) -> bool:
+    if device.type != "cpu" or cfg.precision == "fp32":
+        return False
+    return cfg.precision == "bf16" or bf16_pays(arch)
 
 
 def train_round(
-    model: EAN,
+    model: Classifier,
     opt: torch.optim.Optimizer,
     peak_lr: float,
     epochs: int,
@@ -172,6 +167,7 @@ def train_round(
     desc: str,
     world: World = ONE_PROCESS,
     partial: Path | None = None,
+    cache: TargetCache | None = None,
 ) -> list[dict]:
     """One round on ``opt`` (whose momentum carries over between rounds of one student).
 
@@ -199,6 +195,7 @@ def train_round(
         step_model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
     for t in teachers:
         t.eval()
+    bf16 = use_bf16(cfg, model.cfg, device)
     history: list[dict] = []
     state_path = _rank_path(partial, world) if partial is not None else None
     if state_path is not None and state_path.exists():
@@ -213,16 +210,17 @@ def train_round(
         total, seen, t0 = 0.0, 0, time.perf_counter()
         for i in range(steps):
             idx = order[i * batch : (i + 1) * batch]
-            xb = augment(x_all[idx].to(device, non_blocking=True).float(), gen, cfg.augment)
+            xb, soft = make_batch(x_all[idx].to(device, non_blocking=True).float(), idx, gen, cfg, teachers, cache)
             if device.type == "cpu":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_all[idx].to(device)
-            soft = _teacher_probs(teachers, xb, cfg.temperature) if teachers else None
             if soft is not None and votes is not None:
                 vb = votes[idx].to(device)
                 has = vb.sum(1, keepdim=True) > 0
                 soft = torch.where(has, (1 - cfg.ferplus_weight) * soft + cfg.ferplus_weight * vb, soft)
-            loss = kd_loss(step_model(xb), soft, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = step_model(xb)
+            loss = kd_loss(logits.float(), soft, yb, cfg.temperature, cfg.alpha, cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -247,7 +245,7 @@ def _rank_path(partial: Path, world: World) -> Path:
     return partial if world.is_main else partial.with_name(f"{partial.stem}.rank{world.rank}{partial.suffix}")
 
 
-def _save_state(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+def _save_state(path: Path, model: Classifier, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
                 gen: torch.Generator, cpu_gen: torch.Generator, history: list[dict]) -> None:
     state = {"arch": model.cfg.model_dump(), "state_dict": model.state_dict(), "optimizer": opt.state_dict(),
              "scheduler": sched.state_dict(), "gen": gen.get_state(), "cpu_gen": cpu_gen.get_state(),
@@ -257,7 +255,7 @@ def _save_state(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch
     os.replace(tmp, path)  # a kill mid-write leaves the previous epoch's state, never a torn file
 
 
-def _restore(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+def _restore(path: Path, model: Classifier, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
              gen: torch.Generator, cpu_gen: torch.Generator, epochs: int) -> list[dict]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state["arch"] != model.cfg.model_dump():
@@ -274,13 +272,16 @@ def _restore(path: Path, model: EAN, opt: torch.optim.Optimizer, sched: torch.op
     return state["history"]
 
 
-def new_model(arch: EANConfig, device: torch.device) -> EAN:
-    model = EAN(arch).to(device)
+_ARCH: TypeAdapter[ArchConfig] = TypeAdapter(ArchConfig)
+
+
+def new_model(arch: ArchConfig, device: torch.device) -> Classifier:
+    model = build_model(arch).to(device)
     # Module.to's stub lacks memory_format, which torch documents and accepts.
     return model.to(memory_format=torch.channels_last) if device.type == "cpu" else model  # type: ignore[call-overload]
 
 
-def save_checkpoint(path: Path, model: EAN, opt: torch.optim.Optimizer | None = None) -> None:
+def save_checkpoint(path: Path, model: Classifier, opt: torch.optim.Optimizer | None = None) -> None:
     """nanoGPT style: the architecture travels with the weights (and the optimizer, for transfer)."""
     ckpt = {"arch": model.cfg.model_dump(), "state_dict": model.state_dict()}
     if opt is not None:
@@ -288,9 +289,9 @@ def save_checkpoint(path: Path, model: EAN, opt: torch.optim.Optimizer | None = 
     torch.save(ckpt, path)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> tuple[EAN, dict | None]:
+def load_checkpoint(path: Path, device: torch.device) -> tuple[Classifier, dict | None]:
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = new_model(EANConfig.model_validate(ckpt["arch"]), device)
+    model = new_model(_ARCH.validate_python(ckpt["arch"]), device)
     model.load_state_dict(ckpt["state_dict"])
     return model, ckpt.get("optimizer")
 
@@ -313,7 +314,7 @@ def _previous(cfg: TrainConfig, rnd: int, run: Path) -> Path | None:
     return run / f"round{rnd - 1}.pt"
 
 
-def _start(cfg: TrainConfig, rnd: int, run: Path, device: torch.device) -> tuple[EAN, torch.optim.SGD]:
+def _start(cfg: TrainConfig, rnd: int, run: Path, device: torch.device) -> tuple[Classifier, torch.optim.SGD]:
     """Round ``rnd``'s student and optimizer: transferred from the previous round's or freshly seeded.
 
     The T-S run and its control both start here, so each round's pair starts identically.
@@ -379,7 +380,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
             world.barrier()  # rank 0 writes the checkpoint the next round may start from
             return
         result.evaluation = evaluation = evaluate(result.model, val, device)
-        if isinstance(result.model, EAN):  # a store teacher stays in its store
+        if not isinstance(result.model, StoreEnsemble):  # a store teacher stays in its store
             save_checkpoint(out / f"round{result.round}.pt", result.model, opt)
         trained = [x.as_dict() for x in results if x.evaluation is not None]  # the rounds of this invocation
         summary = {r["round"]: r for r in [*done.values(), *trained]}
@@ -392,7 +393,7 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
     for rnd in range(cfg.rounds + 1):
         if rnd == 0 and cfg.teacher_store is not None:
             t0 = time.perf_counter()
-            teacher = StoreEnsemble(cfg.teacher_store)
+            teacher = StoreEnsemble(cfg.teacher_store, threads=torch.get_num_threads())
             finish(RoundResult(0, "teacher", teacher, 0, wall_time_s=time.perf_counter() - t0), None)
             continue
         if rnd not in wanted:
@@ -413,14 +414,34 @@ def fit(train: Split, val: Split, cfg: TrainConfig, out: Path, rounds: list[int]
                                               "first": [results[0].model], "previous": [results[-1].model]}
             teachers = sets[cfg.teacher_set]
         epochs = cfg.round0.epochs if rnd == 0 else cfg.round_k.epochs
+        cache = _cache(cfg, results[0].model, train, out, world) if rnd == 1 else None
         history = train_round(model, opt, round_lr(cfg, rnd), epochs, train, val, cfg, device, teachers,
                               _round_seed(cfg, rnd), f"round {rnd} ({kind})", world,
-                              _partial(out / f"round{rnd}.partial.pt", resume, world))
+                              _partial(out / f"round{rnd}.partial.pt", resume, world), cache)
         finish(RoundResult(rnd, kind, model, epochs, history, wall_time_s=history[-1]["wall_s"]), opt)
     return results
 
 
-def _members(model: EAN | StoreEnsemble) -> list[Teacher]:
+TARGETS_FILE = "targets.pt"
+
+
+def _cache(cfg: TrainConfig, teacher: Teacher, train: Split, out: Path, world: World) -> TargetCache | None:
+    """Round 1's fixed views and its published teachers' outputs on them, when ``teacher_views`` asks."""
+    if not cfg.teacher_views:
+        return None
+    if not isinstance(teacher, StoreEnsemble):
+        raise ValueError("teacher_views needs published teachers (teacher_store)")  # the config's validator's rule
+
+    def build() -> TargetCache:
+        return load_or_build(out / TARGETS_FILE, teacher, teacher.refs, train, cfg.teacher_views, cfg.seed,
+                             cfg.augment)
+
+    cache = build() if world.is_main else None  # rank 0 scores; the others read what it wrote
+    world.barrier()
+    return cache or build()
+
+
+def _members(model: Classifier | StoreEnsemble) -> list[Teacher]:
     """An ensemble's members vote one by one: a student joining it weighs as much as each of them."""
     return list(model.members) if isinstance(model, StoreEnsemble) else [model]
 
@@ -440,9 +461,13 @@ def control(train: Split, val: Split, cfg: TrainConfig, ts_run: Path, out: Path,
         if resume and rnd in done and (out / f"control{rnd}.pt").exists():
             continue
         model, opt = _start(cfg, rnd, ts_run, device)
+        # The control trains on the very views its T-S round drew from, without their soft labels.
+        cache = None
+        if rnd == 1 and cfg.teacher_store is not None and cfg.teacher_views:
+            cache = _cache(cfg, StoreEnsemble(cfg.teacher_store, threads=torch.get_num_threads()), train, ts_run, world)
         history = train_round(model, opt, round_lr(cfg, rnd), cfg.round_k.epochs, train, val, cfg, device, [],
                               _round_seed(cfg, rnd), f"round {rnd} (control)", world,
-                              _partial(out / f"control{rnd}.partial.pt", resume, world))
+                              _partial(out / f"control{rnd}.partial.pt", resume, world), cache)
         if not world.is_main:
             continue
         evaluation = evaluate(model, val, device)
