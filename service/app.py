@@ -49,7 +49,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
         finally:
             await anyio.to_thread.run_sync(runtime.stop)
 
-    app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="fer-edge", version=__version__, lifespan=lifespan,
+                  docs_url="/docs" if settings.api.docs else None, redoc_url=None)
     app.state.runtime = runtime
     app.state.auth = auth
     app.state.start_error = None

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -116,7 +115,7 @@ class Auth:
 
     def start(self) -> None:
         """Blocking (scrypt, file I/O): run off the event loop, before the port opens."""
-        # The token first: a bad token_file stops the start before a password is generated and shown.
+        # The token first: a bad token_file stops the start before a password is generated.
         self.token = self._api.bearer_token()
         if self._api.token is not None and self._api.token_file is not None:
             logger.info("api.token is set, so api.token_file %s is not read: whoever sends that one is refused",
@@ -124,15 +123,13 @@ class Auth:
         self.password = active_password(self._state_dir, self._configured, generate=self.required)
         if self.password is not None:
             self.sessions = SessionStore(self._state_dir, self._ttl_s, self.password.fingerprint)
-        if self.password is not None and self.password.generated is not None:
-            # On stdout, not through the logger: shown once, to whoever started the service, and not
-            # handed to whatever ships the log lines elsewhere.
-            print(
-                f"fer-edge: the page's login password, generated and shown this once: {self.password.generated}\n"
-                f"fer-edge: only its scrypt hash is kept ({self._state_dir / PASSWORD_FILE}); to choose your own, "
-                "set api.password (FER_API__PASSWORD)",
-                file=sys.stdout,
-                flush=True,
+        if self.password is not None and self.password.generated_file is not None:
+            # The password itself goes to a file readable by the service's user only, never to stdout
+            # or the log: Docker's json-file log and journald keep whatever a process prints.
+            logger.warning(
+                "the page's login password was generated into %s (readable by this user only; delete it once you "
+                "have it); only its scrypt hash is kept (%s). To choose your own, set api.password "
+                "(FER_API__PASSWORD)", self.password.generated_file, self._state_dir / PASSWORD_FILE,
             )
         if not self.required:
             logger.info("HTTP on loopback (%s): open without credentials", self.host)

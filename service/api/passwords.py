@@ -6,7 +6,7 @@ holds 16 MiB per verification rather than the 128 MiB of N=2^17, p=1, a lot on a
 Hashes are written in the PHC string format (`$scrypt$ln=14,r=8,p=5$<salt>$<hash>`).
 
 The file holds only the hash of the active password and where the password came from: `generated`
-(printed once at the first start) or `configured` (api.password). A configured password replaces
+(written to a 0600 file at the first start) or `configured` (api.password). A configured password replaces
 the file's hash; once it is unset again, a new password is generated, rather than the old configured
 one working on unseen.
 """
@@ -30,6 +30,8 @@ _SALT_BYTES = 16
 # What scrypt needs is 128 * r * N * p bytes at most; OpenSSL refuses to exceed maxmem.
 _MAXMEM = 64 * 1024 * 1024
 FILE_NAME = "http-password.json"
+# A generated password, for whoever started the service: a file, never stdout, so that no log keeps it.
+GENERATED_FILE_NAME = "http-password.txt"
 
 
 class PasswordFileError(OSError):
@@ -81,8 +83,8 @@ class _Stored(BaseModel):
 class ActivePassword:
     hash: str
     source: Literal["generated", "configured"]
-    # Set only at the start that generated it, so that it is shown exactly once.
-    generated: str | None = None
+    # Set only at the start that generated it: the 0600 file the new password was written to.
+    generated_file: Path | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -132,6 +134,8 @@ def active_password(state_dir: Path, configured: str | None, *, generate: bool) 
     path = state_dir / FILE_NAME
     stored = _read(path)
     if configured is not None:
+        # A generated password stops working once one is configured: its file would only mislead.
+        (state_dir / GENERATED_FILE_NAME).unlink(missing_ok=True)
         if stored is not None and stored.source == "configured" and verify_password(configured, stored.hash):
             return ActivePassword(stored.hash, "configured")
         kept = _Stored(source="configured", hash=hash_password(configured))
@@ -144,5 +148,11 @@ def active_password(state_dir: Path, configured: str | None, *, generate: bool) 
     # 144 bits, URL-safe: nothing a shell or a YAML file would mangle when it is copied.
     password = secrets.token_urlsafe(18)
     fresh = _Stored(source="generated", hash=hash_password(password))
+    # The password before its hash: a crash between the two never leaves a hash nobody can log in with.
+    plain = state_dir / GENERATED_FILE_NAME
+    try:
+        write_private(plain, password + "\n")
+    except OSError as exc:
+        raise PasswordFileError(f"cannot write the generated password to {plain}: {exc.strerror or exc}") from None
     _write(path, fresh)
-    return ActivePassword(fresh.hash, "generated", generated=password)
+    return ActivePassword(fresh.hash, "generated", generated_file=plain)

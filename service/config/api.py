@@ -28,10 +28,15 @@ class ApiConfig(Strict):
     )
     password: SecretStr | None = Field(
         None,
-        description="the page's login password; unset, one is generated at the first start off loopback, printed "
-        "once, and only its scrypt hash is kept in <state_dir>/http-password.json",
+        description="the page's login password; unset, one is generated at the first start off loopback, written to "
+        "<state_dir>/http-password.txt (0600), and only its scrypt hash is kept, in <state_dir>/http-password.json",
     )
     metrics_open: bool = Field(False, description="serve /metrics without credentials off loopback (for Prometheus)")
+    docs: bool = Field(
+        False,
+        description="serve Swagger UI at /docs: the browser loads its script from a CDN, which an offline gateway "
+        "cannot reach and nothing vouches for, so it is off by default (/openapi.json is always served)",
+    )
     session_ttl_s: float = Field(
         86_400.0, ge=60, le=30 * 86_400, description="a page login lasts this long after it was last renewed"
     )

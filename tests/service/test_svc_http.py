@@ -163,3 +163,14 @@ def test_admin_routes_check_the_token(client: TestClient, make_settings: Callabl
         assert_error(resp, 401, "admin_disabled")
         assert resp.headers["www-authenticate"] == "Bearer"
     assert json.loads(client.get("/healthz").text) == {"status": "ok"}
+
+
+def test_swagger_ui_is_off_unless_enabled(make_settings: Callable[..., Settings]) -> None:
+    """Swagger UI's page loads its script from a CDN: not by default, so an offline gateway's origin runs no
+    third-party script. The OpenAPI document itself is the service's own, and stays."""
+    with TestClient(create_app(make_settings())) as client:
+        assert_error(client.get("/docs"), 404, "not_found")
+        assert client.get("/openapi.json").json()["info"]["title"] == "fer-edge"
+    with TestClient(create_app(make_settings(api={"docs": True}))) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
