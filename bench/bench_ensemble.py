@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--versions", type=int, nargs="+", help="default: every version of --name")
     parser.add_argument("--members", nargs="+", metavar="NAME:VERSION",
                         help="members of any names, instead of --name and --versions")
+    parser.add_argument("--by-family", action="store_true",
+                        help="also average within each model family first, then across families")
     args = parser.parse_args()
     try:
         val = load_split(args.data, "val")
@@ -52,6 +54,14 @@ def main() -> None:
         print(f"{member.ref + ' ' + stage:<36} {(logp.argmax(1) == val.y).mean():>18.2%}")
     mean = np.mean(logps, axis=0)
     print(f"{'ensemble of ' + str(len(logps)):<36} {(mean.argmax(1) == val.y).mean():>18.2%}")
+    if args.by_family:
+        families: dict[str, list[np.ndarray]] = {}
+        for member, logp in zip(ensemble.members, logps, strict=True):
+            family = member.manifest.lineage.config.get("student", {}).get("family", "ean")
+            families.setdefault(family, []).append(logp)
+        by_family = np.mean([np.mean(f, axis=0) for f in families.values()], axis=0)
+        label = "families " + "+".join(f"{k}({len(v)})" for k, v in families.items())
+        print(f"{label:<36} {(by_family.argmax(1) == val.y).mean():>18.2%}")
 
 
 if __name__ == "__main__":

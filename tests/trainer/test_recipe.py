@@ -34,6 +34,11 @@ def test_a_recipe_publishes_each_stage_once(tiny_data: Path, tmp_path: Path, cap
     run_recipe(recipe, str(tiny_data), str(store_root), tmp_path / "runs", dry_run=True)
     assert capsys.readouterr().out.splitlines() == ["m1: to train", "m2: to train", "r1: waits on m1, m2",
                                                     "r2: waits on m1, m2, r1"]
+    # A session's worth: the members, then nothing more.
+    assert run_recipe(recipe, str(tiny_data), str(store_root), tmp_path / "runs", until="m2") == {"m1": 1, "m2": 2}
+    assert "ean" not in ModelStore(store_root).models()
+    with pytest.raises(RecipeError, match="has no stage 'r9'"):
+        run_recipe(recipe, str(tiny_data), str(store_root), tmp_path / "runs", until="r9")
     assert run_recipe(recipe, str(tiny_data), str(store_root), tmp_path / "runs") == {"m1": 1, "m2": 2, "r1": 1,
                                                                                       "r2": 2}
     store = ModelStore(store_root)
