@@ -142,7 +142,7 @@ def bf16_pays(arch: ArchConfig) -> bool:
     """Whether bf16 autocast trains this family faster on this CPU (docs/training.md has the tables).
 
     With AMX tiles it doubles dense 3×3 convolutions and still slows depthwise-separable ones; without
-    them bf16 is emulated, and a dense network trains 15× slower than in fp32.
+    them bf16 is emulated, and every family trains 10× to 25× slower than in fp32.
     """
     return torch.cpu._is_amx_tile_supported() and not isinstance(arch, EANConfig)
 
