@@ -26,6 +26,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _check_stages(widths: list[int], depths: list[int], strides: list[int]) -> None:
+    if not widths or not len(widths) == len(depths) == len(strides):
+        raise ValueError("widths, depths and strides must be non-empty lists of one length")
+    if min(depths) < 1 or min(widths) < 4:
+        raise ValueError("every stage needs at least one block and four channels")
+
+
 class EANConfig(_Strict):
     """Architecture of an Efficient Attention Network (EAN)."""
 
@@ -47,10 +54,7 @@ class EANConfig(_Strict):
 
     @model_validator(mode="after")
     def _stages_match(self) -> EANConfig:
-        if not self.widths or not len(self.widths) == len(self.depths) == len(self.strides):
-            raise ValueError("widths, depths and strides must be non-empty lists of one length")
-        if min(self.depths) < 1 or min(self.widths) < 4:
-            raise ValueError("every stage needs at least one block and four channels")
+        _check_stages(self.widths, self.depths, self.strides)
         return self
 
 
@@ -72,10 +76,7 @@ class ResNetConfig(_Strict):
 
     @model_validator(mode="after")
     def _stages_match(self) -> ResNetConfig:
-        if not self.widths or not len(self.widths) == len(self.depths) == len(self.strides):
-            raise ValueError("widths, depths and strides must be non-empty lists of one length")
-        if min(self.depths) < 1 or min(self.widths) < 4:
-            raise ValueError("every stage needs at least one block and four channels")
+        _check_stages(self.widths, self.depths, self.strides)
         return self
 
 
