@@ -15,6 +15,7 @@ from service import __version__
 from service.api import cameras, health, infer, login, models
 from service.api.auth import Auth, AuthMiddleware
 from service.api.errors import install_error_handlers
+from service.api.hosts import HostGuardMiddleware
 from service.api.limits import BodyLimitMiddleware, ByteBudget, RequestGuardMiddleware
 from service.config import Settings
 from service.dashboard import routes as dashboard
@@ -66,6 +67,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     )
     # Outside the body limits: a request without credentials is refused before its body is read.
     app.add_middleware(AuthMiddleware, auth=auth)
+    # Before credentials are looked at: a rebound name or another site's form gets nothing further.
+    app.add_middleware(HostGuardMiddleware, allowed=api.host_allow_list())
     # Added last, so it is the outermost of ours: it sees every status, and every exception.
     app.add_middleware(RequestGuardMiddleware, metrics=runtime.metrics)
     app.include_router(health.router)

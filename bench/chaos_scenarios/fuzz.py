@@ -1,8 +1,9 @@
 """Fuzz: malformed and odd /infer traffic against `python -m service` from several clients (random bytes;
 truncated and mutated JPEG, PNG and WebP; decompression bombs; bad multipart, deep JSON, bad base64, odd
-headers), slow and stalled bodies, bad framing and stalled connections over raw sockets, with /healthz
-polled throughout. Nothing may answer 5xx, reset a well-formed follow-up, fail a health check, leave a
-stalled connection open or take the service past its memory limit."""
+headers; bodies built to cost far more than their size: a 400-scan JPEG, a wide progressive one, 10 MB of
+JSON `[],`, 200k multipart parts), slow and stalled bodies, bad framing and stalled connections over raw
+sockets, with /healthz polled throughout. Nothing may answer 5xx, reset a well-formed follow-up, fail a
+health check, leave a stalled connection open or take the service past its memory limit."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import cv2
 import httpx
 import numpy as np
 
+from harness.hostile import json_flood, many_scans_jpeg, multipart_flood, wide_progressive_jpeg
 from harness.images import demo_face_frame, demo_face_jpeg, encode, lying_png
 from harness.service import ServiceProcess
 from harness.store import SEED_STORE
@@ -64,6 +66,7 @@ class Inputs:
     wide_png: bytes  # 16384×2441, about 40 KB
     claimed_jpeg: bytes  # 630-odd bytes claiming 6000×6000
     lying_png: bytes  # 67 bytes, 1×1, whose IDAT claims 1.7 GB
+    costly: list[tuple[bytes, str]]  # the second review's four (harness/hostile.py), with their content types
 
 
 def _inputs() -> Inputs:
@@ -71,9 +74,11 @@ def _inputs() -> Inputs:
     tiny = encode(np.full((16, 16, 3), 128, np.uint8))
     wide = np.zeros((2441, 16384, 3), np.uint8)
     wide[::64] = 255
+    costly = [(many_scans_jpeg(), "image/jpeg"), (wide_progressive_jpeg(), "image/jpeg"),
+              (json_flood(), "application/json"), multipart_flood()]  # fmt: skip
     return Inputs(demo_face_jpeg(), encode(frame, ".png"), encode(frame, ".webp"),
                   encode(cv2.resize(frame, (160, 120))), encode(wide, ".png"),
-                  _claimed_jpeg(tiny, 6000, 6000), lying_png())  # fmt: skip
+                  _claimed_jpeg(tiny, 6000, 6000), lying_png(), costly)  # fmt: skip
 
 
 Case = tuple[str, str, bytes, dict[str, str]]  # (kind, content type, body, extra headers)
@@ -94,7 +99,7 @@ def _multipart(boundary: str, payload: bytes, name: str = "file") -> bytes:
 def make_case(rng: random.Random, inp: Inputs) -> Case:
     """One malformed or odd request, drawn from every family the bench knows."""
     kind = rng.choice(["random", "truncated", "mutated_jpeg", "mutated_png", "mutated_webp", "bomb", "multipart",
-                       "json", "base64", "headers", "valid"])  # fmt: skip
+                       "json", "base64", "headers", "costly", "valid"])  # fmt: skip
     img = rng.choice([inp.jpeg, inp.png, inp.webp])
     if kind == "random":
         body = rng.randbytes(rng.choice([0, 1, 3, 12, 100, 5000]))
@@ -114,6 +119,9 @@ def make_case(rng: random.Random, inp: Inputs) -> Case:
                            inp.claimed_jpeg, inp.wide_png, _claimed_jpeg(inp.jpeg, 16000, 16000), inp.lying_png,
                            b"RIFF\0\0\0\0WEBPVP8X" + b"\0" * 8 + b"\xff\xff\x3f\xff\xff\x3f" + b"\0" * 32])  # fmt: skip
         return kind, "image/png", body, {}
+    if kind == "costly":  # many scans, a wide progressive JPEG, 10 MB of `[],`, 200k multipart parts
+        body, ctype = rng.choice(inp.costly)
+        return kind, ctype, body, {}
     if kind == "multipart":
         choice = rng.randrange(7)
         boundary = "x" * rng.choice([1, 70, 256, 257, 300, 2000]) if choice == 0 else "bnd"
@@ -270,17 +278,18 @@ def run_fuzz(workdir: Path, *, requests: int = 10_000, clients: int = 4, stalled
         w.start()
 
     # Alongside: slow bodies that arrive in time, stalled bodies, bad framing, then the stalled connections.
-    head = b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+    head = b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
     small = inp.small
     raw_cases = [
         lambda: _raw(svc.port, head % len(small) + small, trickle=0.05, chunk=max(1, len(small) // 20)),  # ~1 s
         lambda: _raw(svc.port, head % (len(small) * 2) + small),  # the rest never comes: 408
-        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
                                b"Content-Type: image/jpeg\r\n\r\nzz\r\nbad\r\n0\r\n\r\n"),
-        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\n"),
-        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
+        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
+                               b"Content-Length: 7\r\n\r\n"),
+        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n"),
         lambda: _raw(svc.port, b"GARBAGE\r\n\r\n"),
-        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 70000 + b"\r\n\r\n"),
+        lambda: _raw(svc.port, b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n"),
     ]
     for i in range(40):
         which = i % len(raw_cases)
@@ -320,7 +329,7 @@ def run_fuzz(workdir: Path, *, requests: int = 10_000, clients: int = 4, stalled
     for i in range(stalled):
         s = socket.create_connection(("127.0.0.1", svc.port))
         if i % 2:
-            s.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         conns.append(s)
     deadline = time.monotonic() + 3 + 5  # the header timeout, and slack for 2 shared cores
     for s in conns:

@@ -100,7 +100,7 @@ class Auth:
         self.token: SecretStr | None = None
         self._api = api
         self.open_paths = frozenset({"/healthz", "/login", *(["/metrics"] if api.metrics_open else [])})
-        self.limiter = FailureLimiter(api.login_max_failures, api.login_window_s)
+        self.limiter = FailureLimiter(api.login_max_failures, api.login_window_s, api.login_max_failures_total)
         self.password: ActivePassword | None = None
         self.sessions: SessionStore | None = None
         self._state_dir = Path(settings.state_dir)

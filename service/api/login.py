@@ -123,11 +123,11 @@ async def login(request: Request) -> Response:
         return refuse(exc.status, exc.code, exc.message)
     next_path = safe_next(payload.next)
     address = client_address(request)
-    retry_after = auth.limiter.retry_after(address)
+    retry_after = auth.limiter.retry_after(address, login=True)
     if retry_after is not None:
         return refuse(429, "too_many_attempts", *locked_out(retry_after))
     # Counted before it is judged, so that concurrent guesses cannot all slip under the limit.
-    auth.limiter.fail(address)
+    auth.limiter.fail(address, login=True)
     password = payload.password.get_secret_value()
     ok = await anyio.to_thread.run_sync(verify_password, password, auth.password.hash, limiter=auth.verify_limiter)
     if not ok:

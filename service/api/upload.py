@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
@@ -30,30 +31,67 @@ def check_media_type(mime: str) -> None:
         raise ApiError(415, "unsupported_media_type", f"content type {mime or 'none'!r} is not one of {ACCEPTED}")
 
 
+# What a body may build, beside its bytes: 10 MB of tiny parts or of `[],` would otherwise become
+# hundreds of MB of Python objects (docs/security.md, "Request bodies").
+MAX_PARTS = 16
+MAX_PART_HEADER_BYTES = 16 * 1024
+# A JSON body past this is read only in the one shape /infer takes; a smaller one is parsed in full,
+# for the precise error.
+MAX_FREE_JSON_BYTES = 64 * 1024
+_JSON_HEAD = re.compile(rb'\s*\{\s*"image"\s*:\s*"')
+
+
 def _multipart_file(body: bytes, boundary: bytes) -> bytes:
-    parts: list[dict] = []
-    current: dict = {}
+    """The first part named `file`; only its data is kept, and past MAX_PARTS parts the body is refused."""
+    found: bytearray | None = None
+    in_file = False
+    parts = 0
+    header_bytes = 0
     header_field = bytearray()
     header_value = bytearray()
+    disposition = b""
 
     def on_part_begin() -> None:
-        nonlocal current
-        current = {"headers": {}, "data": bytearray()}
-        parts.append(current)
+        nonlocal parts, in_file, header_bytes, disposition
+        parts += 1
+        if parts > MAX_PARTS:
+            raise ApiError(400, "bad_multipart", f"a multipart body of more than {MAX_PARTS} parts")
+        in_file, header_bytes, disposition = False, 0, b""
+
+    def count(n: int) -> None:
+        nonlocal header_bytes
+        header_bytes += n
+        if header_bytes > MAX_PART_HEADER_BYTES:
+            raise ApiError(400, "bad_multipart", f"a part's headers exceed {MAX_PART_HEADER_BYTES} bytes")
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
+        count(end - start)
         header_field.extend(data[start:end])
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
+        count(end - start)
         header_value.extend(data[start:end])
 
     def on_header_end() -> None:
-        current["headers"][bytes(header_field).lower()] = bytes(header_value)
+        nonlocal disposition
+        if bytes(header_field).lower() == b"content-disposition":
+            disposition = bytes(header_value)
         header_field.clear()
         header_value.clear()
 
+    def on_headers_finished() -> None:
+        nonlocal in_file, found
+        _, disp = parse_options_header(disposition)
+        if found is None and disp.get(b"name") == b"file":
+            found, in_file = bytearray(), True
+
     def on_part_data(data: bytes, start: int, end: int) -> None:
-        current["data"].extend(data[start:end])
+        if in_file and found is not None:
+            found.extend(data[start:end])
+
+    def on_part_end() -> None:
+        nonlocal in_file
+        in_file = False
 
     try:
         # The constructor itself refuses some boundaries (longer than 256 bytes), so it is inside too.
@@ -64,21 +102,34 @@ def _multipart_file(body: bytes, boundary: bytes) -> bytes:
                 "on_header_field": on_header_field,
                 "on_header_value": on_header_value,
                 "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
                 "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
             },
         )
         parser.write(body)
         parser.finalize()
     except (FormParserError, ValueError) as exc:
         raise ApiError(400, "bad_multipart", f"malformed multipart body: {exc}") from None
-    for part in parts:
-        _, disp = parse_options_header(part["headers"].get(b"content-disposition", b""))
-        if disp.get(b"name") == b"file":
-            return bytes(part["data"])
-    raise ApiError(422, "missing_file", "the multipart body has no `file` part")
+    if found is None:
+        raise ApiError(422, "missing_file", "the multipart body has no `file` part")
+    return bytes(found)
 
 
-def _json_image(body: bytes) -> bytes:
+def _image_text(body: bytes) -> str:
+    """`image` of {"image": "<string>"}: read as that one string, so nothing else is ever built."""
+    head = _JSON_HEAD.match(body)
+    if head is not None:
+        try:
+            doc = body.decode("utf-8")
+            text, end = json.decoder.scanstring(doc, head.end())  # type: ignore[attr-defined]
+        except ValueError:  # UnicodeDecodeError included
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        if doc[end:].strip() == "}":
+            return text
+    if len(body) > MAX_FREE_JSON_BYTES:
+        shape = '{"image": "<base64>"}'
+        raise ApiError(422, "missing_image", f"a JSON body past {MAX_FREE_JSON_BYTES} bytes must be exactly {shape}")
     try:
         doc = json.loads(body)
     # ValueError also covers integers past Python's digit limit; RecursionError, deep nesting.
@@ -89,7 +140,11 @@ def _json_image(body: bytes) -> bytes:
     extra = set(doc) - {"image"}
     if extra:
         raise ApiError(422, "validation_error", f"unknown field(s): {sorted(extra)}")
-    text = doc["image"]
+    return doc["image"]
+
+
+def _json_image(body: bytes) -> bytes:
+    text = _image_text(body)
     if text.startswith("data:"):
         _, _, text = text.partition(",")
     try:

@@ -10,6 +10,9 @@ from pydantic import Field, SecretStr, field_validator
 from model_store.addresses import is_loopback_host
 from service.config._base import Strict, read_secret_file
 
+# The names of this machine that a browser on it uses; a rebound name (DNS rebinding) is none of them.
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
 
 class ApiConfig(Strict):
     host: str = Field(
@@ -31,6 +34,12 @@ class ApiConfig(Strict):
         description="the page's login password; unset, one is generated at the first start off loopback, written to "
         "<state_dir>/http-password.txt (0600), and only its scrypt hash is kept, in <state_dir>/http-password.json",
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        description="names the Host header may carry (`*.example.com` for sub-domains, `*` for any); unset: "
+        "localhost, 127.0.0.1 and ::1 on loopback, where nothing needs credentials, and any host elsewhere, where "
+        "every route but /healthz does",
+    )
     metrics_open: bool = Field(False, description="serve /metrics without credentials off loopback (for Prometheus)")
     docs: bool = Field(
         False,
@@ -41,7 +50,14 @@ class ApiConfig(Strict):
         86_400.0, ge=60, le=30 * 86_400, description="a page login lasts this long after it was last renewed"
     )
     login_max_failures: int = Field(
-        5, ge=1, le=1000, description="failed logins or bearer tokens per client address within login_window_s"
+        5, ge=1, le=1000,
+        description="failed logins or bearer tokens per client network (IPv4 /24, IPv6 /64, loopback) within "
+        "login_window_s",
+    )
+    login_max_failures_total: int = Field(
+        50, ge=1, le=100_000,
+        description="failed page logins from all networks together within login_window_s; past it the login "
+        "answers 429 to everyone (the bearer token still works) until the window moves on",
     )
     login_window_s: float = Field(300.0, gt=0, le=86_400, description="past login_max_failures, a 429 until then")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="checked before anything is decoded")
@@ -71,6 +87,13 @@ class ApiConfig(Strict):
     @property
     def credentials_required(self) -> bool:
         return not is_loopback_host(self.host)
+
+    def host_allow_list(self) -> list[str]:
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        # Off loopback a rebound name reaches nothing without credentials, and the LAN's names for
+        # the gateway (its address, its mDNS name, a proxy's) are not known here.
+        return list(LOOPBACK_NAMES) if not self.credentials_required else ["*"]
 
     def bearer_token(self) -> SecretStr | None:
         """The token machines send: ``token``, else the first line of ``token_file``."""

@@ -81,8 +81,9 @@ class ImageAnalyser:
         if plan.pixels > self.budget.capacity:
             raise ImageError(
                 ImageProblem.TOO_LARGE,
-                f"{header.width}x{header.height} decodes to {plan.pixels} pixels, more than the "
-                f"{self.budget.capacity} the service decodes at once",
+                f"{header.width}x{header.height}{' progressive' if header.progressive else ''} needs "
+                f"{plan.pixels} pixels of decode buffers, more than the {self.budget.capacity} the service "
+                "decodes at once",
             )
         with self.budget.hold(plan.pixels):
             image = decode_planned(data, plan)

@@ -5,6 +5,12 @@ from the header, so a 30000×30000 PNG of a few kilobytes is refused before it c
 gigabytes (a decompression bomb). A large JPEG is decoded reduced (libjpeg scales by 1/2, 1/4 or
 1/8 while decoding), since faces are detected on a copy of at most ``api.detect_max_side`` a side
 anyway; and the pixels that requests hold decoded are bounded across all of them together.
+
+A JPEG's cost is more than its pixels. A progressive one is decoded scan by scan into a buffer of
+16-bit coefficients for the whole image, whatever the reduction, and each scan passes over it again:
+a 497 KB file that repeats its last scan 400 times held a core for 10 s, and nothing can interrupt
+libjpeg once it runs. So the markers are read first: the scans are counted (at most
+``MAX_JPEG_SCANS``) and a progressive JPEG is charged its full coefficient buffer against the budget.
 """
 
 from __future__ import annotations
@@ -46,9 +52,19 @@ class ImageHeader:
     format: str
     width: int
     height: int
+    progressive: bool = False
+    scans: int = 1
+    samples: int = 0
+    """A JPEG's component samples, after chroma subsampling: 1.5 a pixel at 4:2:0, 3 at 4:4:4."""
 
 
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# Every frame type that libjpeg decodes scan by scan into whole-image coefficient buffers.
+_PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
+# libjpeg's own progressive script writes 10 scans for colour (6 for grey); 32 leaves room for
+# other encoders and an EXIF thumbnail's scan, while a file of hundreds of scans is refused.
+MAX_JPEG_SCANS = 32
+_SOS = b"\xff\xda"
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -65,7 +81,8 @@ def _corrupt(fmt: str, why: str) -> ImageError:
     return ImageError(ImageProblem.INVALID, f"the {fmt.upper()} data is corrupt or truncated: {why}")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int]:
+    """Width, height, frame marker and component samples (ITU T.81, B.2.2) of the first frame header."""
     i = 2
     n = len(data)
     while i + 4 <= n:
@@ -85,7 +102,13 @@ def _jpeg_size(data: bytes) -> tuple[int, int]:
             if i + 9 > n:
                 break
             height, width = struct.unpack(">HH", data[i + 5 : i + 9])
-            return width, height
+            count = data[i + 9] if i + 9 < n else 0
+            factors = [(b >> 4, b & 0x0F) for b in data[i + 11 : i + 11 + 3 * count : 3]]
+            if not factors or len(factors) < count or not all(h and v for h, v in factors):
+                raise _corrupt("jpeg", "bad frame header")
+            h_max, v_max = max(h for h, _ in factors), max(v for _, v in factors)
+            samples = sum(math.ceil(width * h / h_max) * math.ceil(height * v / v_max) for h, v in factors)
+            return width, height, marker, samples
         if marker == 0xDA:  # start of scan before any frame header
             break
         i += 2 + length
@@ -151,7 +174,12 @@ def read_header(data: bytes) -> ImageHeader:
             raise _corrupt("png", "no IHDR header")
         width, height = struct.unpack(">II", data[16:24])
     elif fmt == "jpeg":
-        width, height = _jpeg_size(data)
+        width, height, frame, samples = _jpeg_frame(data)
+        # Entropy-coded data stuffs every 0xFF with 0x00, so FF DA is a scan header wherever it occurs
+        # (or one in an embedded thumbnail, which is counted too): a count, not a walk of the scans.
+        scans = data.count(_SOS)
+        if width > 0 and height > 0:
+            return ImageHeader(fmt, width, height, frame in _PROGRESSIVE_SOF, scans, samples)
     else:
         width, height = _webp_size(data)
     if width <= 0 or height <= 0:
@@ -203,7 +231,11 @@ class DecodePlan:
 
     @property
     def pixels(self) -> int:
-        return self.width * self.height
+        """What the decode holds, in decoded (3-byte) pixels: its output, or for a progressive JPEG the
+        whole image's 2-byte coefficients, which libjpeg keeps while it decodes: as many as its pixels
+        at 4:2:0, twice as many at 4:4:4, at any reduction."""
+        out = self.width * self.height
+        return max(out, math.ceil(2 * self.header.samples / 3)) if self.header.progressive else out
 
 
 def plan_decode(data: bytes, *, max_pixels: int, max_side: int, want_side: int | None = None) -> DecodePlan:
@@ -215,6 +247,10 @@ def plan_decode(data: bytes, *, max_pixels: int, max_side: int, want_side: int |
         raise ImageError(
             ImageProblem.TOO_LARGE,
             f"{header.width}x{header.height} exceeds the limit of {max_pixels} pixels or {max_side} per side",
+        )
+    if header.scans > MAX_JPEG_SCANS:
+        raise ImageError(
+            ImageProblem.TOO_LARGE, f"a JPEG of {header.scans} scans; at most {MAX_JPEG_SCANS} are decoded"
         )
     check_complete(header.format, data)
     reduction = reduction_for(header, want_side) if want_side and header.format == "jpeg" else 1

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
 from harness.broker import HAVE_BROKER, Mosquitto
 from harness.service import ServiceProcess
@@ -27,6 +29,12 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run",
 ]  # fmt: skip
+
+
+def local_client(app: FastAPI) -> TestClient:
+    """Starlette's test client, as a browser on the gateway reaches the service: its default Host,
+    `testserver`, is not a name a service on loopback answers to (api.allowed_hosts)."""
+    return TestClient(app, base_url="http://localhost")
 
 
 @pytest.fixture

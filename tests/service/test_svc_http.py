@@ -16,6 +16,7 @@ from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
 from service.demo import background
+from tests.service.conftest import local_client
 from tests.service.test_svc_units import png_header
 
 TOKEN = {"Authorization": "Bearer test-token"}
@@ -28,7 +29,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as c:
+    with local_client(create_app(settings)) as c:
         yield c
 
 
@@ -158,7 +159,7 @@ def test_admin_routes_check_the_token(client: TestClient, make_settings: Callabl
     assert ok.status_code == 200 and ok.json()["result"] == "unchanged"
     assert_error(client.post("/models/promote", json={"version": 999}, headers=TOKEN), 422, "unknown_version")
     assert_error(client.post("/models/promote", json={"version": "x"}, headers=TOKEN), 422, "validation_error")
-    with TestClient(create_app(make_settings(api={"token": None}))) as no_token:
+    with local_client(create_app(make_settings(api={"token": None}))) as no_token:
         resp = no_token.post("/models/reload", headers=TOKEN)
         assert_error(resp, 401, "admin_disabled")
         assert resp.headers["www-authenticate"] == "Bearer"
@@ -168,9 +169,9 @@ def test_admin_routes_check_the_token(client: TestClient, make_settings: Callabl
 def test_swagger_ui_is_off_unless_enabled(make_settings: Callable[..., Settings]) -> None:
     """Swagger UI's page loads its script from a CDN: not by default, so an offline gateway's origin runs no
     third-party script. The OpenAPI document itself is the service's own, and stays."""
-    with TestClient(create_app(make_settings())) as client:
+    with local_client(create_app(make_settings())) as client:
         assert_error(client.get("/docs"), 404, "not_found")
         assert client.get("/openapi.json").json()["info"]["title"] == "fer-edge"
-    with TestClient(create_app(make_settings(api={"docs": True}))) as client:
+    with local_client(create_app(make_settings(api={"docs": True}))) as client:
         page = client.get("/docs")
         assert page.status_code == 200 and "swagger-ui" in page.text

@@ -22,6 +22,7 @@ from harness.store import publish_copy
 from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
+from tests.service.conftest import local_client
 
 TOKEN = {"Authorization": "Bearer test-token"}
 
@@ -43,14 +44,14 @@ def test_a_refused_promotion_leaves_the_alias_and_a_restart_works(
     bad = FAULTS[fault](store)
     before = store.aliases("ean")
     settings = make_settings(model={"watch_interval_s": 0})
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         for alias in ("stable", "candidate"):
             resp = client.post("/models/promote", json={"version": bad, "alias": alias}, headers=TOKEN)
             assert resp.status_code == 422, resp.text
             assert resp.json()["error"]["code"] == "promote_failed"
         assert store.aliases("ean") == before
         assert client.get("/models").json()["served"]["version"] == good
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         assert client.get("/readyz").status_code == 200
 
 
@@ -62,7 +63,7 @@ def test_a_rollback_to_an_unservable_version_is_refused(
     bad = FAULTS["garbage_with_matching_hash"](store)
     store.set_alias("ean", "stable", bad)
     store.set_alias("ean", "stable", good)
-    with TestClient(create_app(make_settings(model={"watch_interval_s": 0}))) as client:
+    with local_client(create_app(make_settings(model={"watch_interval_s": 0}))) as client:
         resp = client.post("/models/rollback", json={"alias": "stable"}, headers=TOKEN)
         assert resp.status_code == 422 and resp.json()["error"]["code"] == "rollback_failed", resp.text
         assert store.resolve("ean", "stable") == good
@@ -105,7 +106,7 @@ def test_start_up_falls_back_to_the_alias_previous_good_version(
     # As the old CLI or a hand edit would leave it: two bad versions in a row on top of a good one.
     store.set_alias("ean", "stable", flipped)
     store.set_alias("ean", "stable", garbage)
-    with caplog.at_level(logging.ERROR), TestClient(create_app(make_settings())) as client:
+    with caplog.at_level(logging.ERROR), local_client(create_app(make_settings())) as client:
         assert client.get("/readyz").status_code == 200
         models = client.get("/models").json()
         assert models["served"]["version"] == good and models["aliases"]["stable"] == garbage

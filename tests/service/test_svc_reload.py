@@ -19,6 +19,7 @@ from harness.store import publish_copy
 from model_store import ModelStore
 from service.app import create_app
 from service.config import Settings
+from tests.service.conftest import local_client
 
 TOKEN = {"Authorization": "Bearer test-token"}
 
@@ -48,7 +49,7 @@ def test_new_version_is_picked_up_with_its_own_labels(
     old = store.resolve("ean", "stable")
     labels = list(reversed(store.manifest("ean", old).labels))
     new = publish_copy(store, labels=labels)
-    with TestClient(create_app(make_settings())) as client:
+    with local_client(create_app(make_settings())) as client:
         assert infer(client, face_jpeg)["model_version"] == old
         store.set_alias("ean", "stable", new)
         wait_until(lambda: client.get("/models").json()["served"]["version"] == new, 10, what="swap")
@@ -71,7 +72,7 @@ def test_corrupt_versions_are_refused_and_the_old_keeps_serving(
     data[len(data) // 2] ^= 0xFF
     model_path.write_bytes(bytes(data))
     not_onnx = publish_copy(store, model_bytes=b"this is not an onnx graph" * 100)
-    with TestClient(create_app(make_settings())) as client:
+    with local_client(create_app(make_settings())) as client:
         store.set_alias("ean", "stable", bad_hash)
         wait_until(lambda: metric(client, 'fer_model_reloads_total{result="failed"}') == 1, 10, what="refusal")
         models = client.get("/models").json()
@@ -153,7 +154,7 @@ def test_a_manifest_naming_tensors_the_graph_lacks_is_refused(
     m = store.manifest("ean", old)
     bad_output = publish_copy(store, output=m.output.model_copy(update={"name": "logits"}))
     bad_input = publish_copy(store, input=m.input.model_copy(update={"name": "image"}))
-    with TestClient(create_app(make_settings())) as client:
+    with local_client(create_app(make_settings())) as client:
         for n, (bad, text) in enumerate(((bad_output, "output 'logits'"), (bad_input, "input 'image'")), start=1):
             store.set_alias("ean", "stable", bad)
             wait_until(lambda n=n: metric(client, 'fer_model_reloads_total{result="failed"}') == n, 10,

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from fastapi.testclient import TestClient
 
 from harness.images import encode, one_face_frame
 from harness.machine import wait_until
@@ -27,6 +26,7 @@ from harness.service import live_server
 from service.app import create_app
 from service.config import Settings
 from service.server import server_config
+from tests.service.conftest import local_client
 from tests.service.test_svc_http import assert_error
 
 
@@ -55,7 +55,7 @@ def metric(url: str, name: str, labels: str) -> float:
 
 
 def test_hostile_json_and_multipart_get_400(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         deep = b"[" * 1000 + b"]" * 1000
         resp = client.post("/infer", content=b'{"image": ' + deep + b"}", headers={"Content-Type": "application/json"})
         assert_error(resp, 400, "invalid_json")
@@ -97,7 +97,7 @@ def test_a_client_hanging_up_mid_body_is_not_a_server_error(
         port = int(url.rsplit(":", 1)[1])
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                s.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                           b"Content-Length: 100000\r\n\r\n" + b"\xff\xd8\xff" + b"\0" * 1000)  # fmt: skip
                 time.sleep(0.2)
         wait_until(lambda: metric(url, "fer_http_requests_total", 'route="/infer",status="499"') == 3, 10,
@@ -128,9 +128,9 @@ def test_stalled_connections_are_closed_and_capped(make_settings: Callable[..., 
         silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
         partial = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
         for s in partial:
-            s.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\n")
+            s.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         slow_body = socket.create_connection(("127.0.0.1", port))
-        slow_body.sendall(b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+        slow_body.sendall(b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
                           b"Content-Length: 1000\r\n\r\n\xff\xd8\xff")  # fmt: skip
         # 5 held, so 3 more fit; the 4th is turned away with a typed 503.
         extra = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
@@ -183,7 +183,7 @@ print(image.shape[1], image.shape[0], header.width, header.height, (after - befo
 
 def test_reduced_decode_reports_boxes_in_the_original_image(settings: Settings) -> None:
     big = cv2.resize(one_face_frame(), (3200, 2400), interpolation=cv2.INTER_CUBIC)
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         resp = client.post("/infer", files={"file": ("big.jpg", encode(big), "image/jpeg")})
         assert resp.status_code == 200, resp.text
         body = resp.json()
@@ -207,7 +207,7 @@ def test_decoded_pixels_in_flight_are_bounded_across_requests(make_settings: Cal
     assert order == ["first done", "second"]
     settings = make_settings(api={"max_decode_pixels": 1_000_000})
     png = encode(np.zeros((1200, 1000, 3), np.uint8), ".png")
-    with TestClient(create_app(settings)) as client:
+    with local_client(create_app(settings)) as client:
         resp = client.post("/infer", content=png, headers={"Content-Type": "image/png"})
         assert_error(resp, 413, "image_too_large")
         assert json.loads(resp.text)["error"]["message"].startswith("1000x1200")
@@ -219,7 +219,7 @@ def test_request_bodies_in_flight_are_bounded_across_connections(make_settings: 
     settings = make_settings(api={"max_upload_bytes": mib, "max_body_bytes_in_flight": mib, "body_timeout_s": 2})
     with served(create_app(settings), settings) as url:
         port = int(url.rsplit(":", 1)[1])
-        head = b"POST /infer HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
+        head = b"POST /infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
         stalled = socket.create_connection(("127.0.0.1", port))
         stalled.sendall(head % (900 * 1024) + b"\xff\xd8\xff" + b"\0" * 1000)
         time.sleep(0.3)
