@@ -61,6 +61,10 @@ MIN_TOKEN_CHARS = 16
 HANDSHAKE_TIMEOUT_S = 10.0
 # An idle keep-alive connection is closed after this, for the same reason.
 IDLE_TIMEOUT_S = 60.0
+# Connections served at once, each a thread: past this a new one is closed at once. Without a cap,
+# 200 connections trickling header lines kept 202 threads alive. Gateways fetch a version once, so
+# a fleet rarely holds more than a few at a time.
+MAX_CONNECTIONS = 64
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fer-model-store"', "Connection": "close"}
 
 
@@ -316,12 +320,39 @@ class _Handler(BaseHTTPRequestHandler):
 class StoreHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, store: ModelStore, host: str, port: int, security: ServerSecurity | None = None) -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        host: str,
+        port: int,
+        security: ServerSecurity | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         self.store = store
         security = security or ServerSecurity()
         self.token = security.token.get_secret_value().encode() if security.token is not None else None
         self.tls = security.ssl_context()
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
         super().__init__((host, port), _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            logger.warning("refused a connection from %s: %d connections open already", client_address[0],
+                           self.max_connections)  # fmt: skip
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def scheme(self) -> str:

@@ -176,6 +176,21 @@ def test_service_container_is_locked_down():
     assert "privileged" not in service and "cap_add" not in service
 
 
+def test_broker_container_is_locked_down():
+    # The broker faces the LAN (TLS) and, on a central broker, every gateway: it runs as the image's
+    # mosquitto user (the uid mqtt-auth gives its password file and key), with nothing to escalate to.
+    broker = compose()["services"]["mosquitto"]
+    script = (REPO / "deploy" / "mosquitto" / "init" / "mqtt-auth.sh").read_text()
+    assert f"BROKER_UID=${{BROKER_UID:-{broker['user'].split(':')[0]}}}" in script
+    assert broker["read_only"] is True
+    assert broker["cap_drop"] == ["ALL"] and "cap_add" not in broker
+    assert "no-new-privileges:true" in broker["security_opt"]
+    # What it writes goes to its data volume; its log goes to stdout.
+    conf = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    assert "persistence_location /mosquitto/data/" in conf and "log_dest stdout" in conf
+    assert "mosquitto-data:/mosquitto/data" in broker["volumes"]
+
+
 def test_every_fer_setting_reaches_the_service_through_its_env_file(tmp_path: Path):
     """docker-compose renders the env_file into the container's environment: any settings key set
     there reaches the service, and the shipped file sets nothing the service would refuse."""

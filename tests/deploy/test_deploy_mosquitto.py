@@ -120,8 +120,8 @@ def test_compose_wires_the_auth_volume_where_each_reader_expects_it() -> None:
     }
     # They wait for it, and only they read its volume, read-only (the broker's entrypoint would chown it).
     readers = {name for name, service in services.items() if "mqtt-auth" in volume_targets(service).values()}
-    assert readers == {"mqtt-auth", "mosquitto", "fer-service", "prometheus"}
-    for name in ("mosquitto", "fer-service", "prometheus"):
+    assert readers == {"mqtt-auth", "mosquitto", "fer-service", "prometheus", "grafana"}
+    for name in ("mosquitto", "fer-service", "prometheus", "grafana"):
         assert services[name]["depends_on"]["mqtt-auth"] == {"condition": "service_completed_successfully"}
         assert next(v for v in services[name]["volumes"] if v.startswith("mqtt-auth:")).endswith(":ro")
     assert volume_targets(services["mosquitto"])["/mosquitto/auth"] == "mqtt-auth"
@@ -288,6 +288,50 @@ def test_mqtt_auth_makes_an_api_token_for_the_service_and_prometheus_alone(tmp_p
     assert not (auth.dir / "users" / "api-token").exists()
 
 
+def test_mqtt_auth_makes_grafanas_admin_password_for_grafana_alone(tmp_path: Path) -> None:
+    """Before, Grafana's port was on every interface with admin/admin unless someone set a password. Now the
+    password is made like the others, for Grafana's uid alone, and Grafana reads it from the volume."""
+    grafana = compose()["services"]["grafana"]
+    environment = dict(e.split("=", 1) for e in compose()["services"]["mqtt-auth"]["environment"])
+    grafana_uid = int(environment["GRAFANA_UID"]) if os.geteuid() == 0 else os.getuid()
+    mount = next(target for target, source in volume_targets(grafana).items() if source == "mqtt-auth")
+    grafana_env = dict(e.split("=", 1) for e in grafana["environment"])
+    assert grafana_env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == f"{mount}/grafana-admin"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana_env
+    assert grafana["depends_on"]["mqtt-auth"] == {"condition": "service_completed_successfully"}
+
+    auth = MqttAuth(tmp_path)
+    secret = auth.dir / "grafana-admin"
+    first = _script(auth, GRAFANA_UID=str(grafana_uid))
+    assert first.returncode == 0, first.stderr
+    password = secret.read_text()
+    assert re.fullmatch(r"[0-9a-f]{48}\n", password)
+    assert password.strip() not in first.stdout + first.stderr and "show grafana-admin" in first.stdout
+    assert (secret.stat().st_uid, _mode(secret)) == (grafana_uid, 0o400)
+    # The grafana image's group is root's (0): no secret of the volume is readable through it.
+    assert _readable_by_group(auth.dir, 0) == {"tls/ca.crt", "tls/server.crt"}
+
+    again = _script(auth, GRAFANA_UID=str(grafana_uid))
+    assert again.returncode == 0 and again.stdout == "" and secret.read_text() == password
+    assert _script(auth, "show", "grafana-admin").stdout == password
+    assert _script(auth, "remove", "grafana-admin").returncode == 0 and not secret.exists()
+    assert _script(auth, GRAFANA_UID=str(grafana_uid)).returncode == 0 and secret.read_text() != password
+    taken = _script(auth, "passwd", "grafana-admin", stdin="a-password\n")
+    assert taken.returncode == 1 and "reserved" in taken.stderr
+
+
+def test_grafana_listens_on_loopback_unless_told_otherwise(tmp_path: Path) -> None:
+    def ports(env: str) -> set[str]:
+        env_file = tmp_path / "env"
+        env_file.write_text(env)
+        command = [tool("docker-compose"), "--env-file", str(env_file), "--profile", "monitoring", "config"]
+        out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True, timeout=120).stdout
+        return {str(p) for p in yaml.safe_load(out)["services"]["grafana"]["ports"]}
+
+    assert ports("") == {"127.0.0.1:3000:3000/tcp"}
+    assert ports("FEREDGE_GRAFANA_BIND=0.0.0.0\nFEREDGE_GRAFANA_PORT=3001\n") == {"0.0.0.0:3001:3000/tcp"}
+
+
 # -- the broker -----------------------------------------------------------------------------------
 
 
@@ -351,6 +395,28 @@ def test_readers_cannot_write_and_nobody_but_the_store_announces_models(
     assert not _reaches(broker, admin, broker.auth.login("fer"), "fer/models/ean/stable", b"{}")
     # Home Assistant's birth message makes the service send discovery again.
     assert _reaches(broker, admin, broker.auth.login("homeassistant"), "homeassistant/status", b"online")
+
+
+def test_a_message_past_the_size_limit_is_dropped_with_its_sender(
+    broker: Broker, recorders: Callable[..., Recorder]
+) -> None:
+    conf = (DEPLOY / "mosquitto" / "mosquitto.conf").read_text()
+    limit = int(re.search(r"^max_packet_size (\d+)$", conf, re.M).group(1))  # type: ignore[union-attr]
+    topic = "fer/lobby/status"
+    big, answer = _client(broker, MQTT, broker.auth.login("admin"))
+    assert answer == "Success"
+    gone: queue.Queue[str] = queue.Queue()
+    big.on_disconnect = lambda _c, _u, _f, reason, _p: gone.put(str(reason))
+    big.publish(topic, b"x" * limit, qos=0, retain=True)
+    assert gone.get(timeout=10), "the broker kept a client that sent a packet past max_packet_size"
+    _close(big)
+    # What fits passes; a subscriber that comes later finds only that one retained.
+    small, _ = _client(broker, MQTT, broker.auth.login("admin"))
+    small.publish(topic, b"y" * (limit // 2), qos=1, retain=True).wait_for_publish(10)
+    _close(small)
+    late = recorders(broker.port(), broker.auth.login("dashboard"), (topic,))
+    late.wait_for(lambda ms: [m for m in ms if m.topic == topic], what="the retained message")
+    assert [len(m.payload) for m in late.snapshot() if m.topic == topic] == [limit // 2]
 
 
 def test_a_dashboard_on_websockets_sees_what_the_service_publishes_over_tcp(

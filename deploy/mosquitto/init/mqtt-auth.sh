@@ -1,17 +1,17 @@
 #!/bin/sh
-# The broker's logins, ACL and TLS certificate, and the HTTP API's bearer token that fer-service and
-# Prometheus share. docker-compose.yml's one-shot `mqtt-auth` service runs it before the others start,
+# The broker's logins, ACL and TLS certificate, the HTTP API's bearer token that fer-service and
+# Prometheus share, and Grafana's admin password. docker-compose.yml's one-shot `mqtt-auth` service runs it before the others start,
 # on every `docker compose up`; it only creates what is missing, so the secrets of the first start stay
 # (deploy/mqtt-auth.md, and deploy/README.md, "Monitoring").
 #
 #   mqtt-auth.sh              a password for each shipped user that has none, the password file and
 #                             the ACL rebuilt, a CA and the broker's certificate when missing, the API
-#                             token when missing
+#                             token and Grafana's admin password when missing
 #   mqtt-auth.sh passwd USER  set USER's password from standard input (a new user too), then rebuild
 #   mqtt-auth.sh remove USER  remove USER's login (a shipped user gets a new password at the next start);
-#                             `remove api-token`: the next start makes a new token
+#                             `remove api-token`: the next start makes a new token (likewise grafana-admin)
 #   mqtt-auth.sh show USER    print USER's password; `show ca` prints the CA certificate, `show api-token`
-#                             the API token
+#                             the API token, `show grafana-admin` Grafana's admin password
 #
 # Nothing secret is printed unless `show` asks for it.
 set -eu
@@ -23,6 +23,9 @@ SERVICE_UID=${SERVICE_UID:-10001}     # FER_UID of deploy/service.Dockerfile
 # The group that may read the API token besides the service: compose sets Prometheus's. Unset, the
 # service's uid alone reads it.
 PROMETHEUS_GID=${PROMETHEUS_GID:-}
+# Grafana's uid (the grafana/grafana image runs as 472), which alone reads its admin password. Unset,
+# the password is root's alone.
+GRAFANA_UID=${GRAFANA_UID:-}
 TLS_NAMES=${TLS_NAMES:-}              # more names for the broker's certificate: host names and IPs, comma separated
 USERS="fer admin homeassistant dashboard"
 # The service reads this one; every other password file is root's alone.
@@ -33,6 +36,9 @@ RENEW_BEFORE_S=2592000
 users_dir=$AUTH_DIR/users
 tls_dir=$AUTH_DIR/tls
 api_token=$AUTH_DIR/api-token
+grafana_admin=$AUTH_DIR/grafana-admin
+# Names `show` and `remove` read as their own: no login may take them.
+RESERVED="ca api-token grafana-admin"
 
 die() {
     echo "mqtt-auth: $*" >&2
@@ -206,6 +212,19 @@ ensure_api_token() {
     fi
 }
 
+ensure_grafana_admin() {
+    if [ ! -s "$grafana_admin" ]; then
+        tmp=$AUTH_DIR/.grafana-admin.new
+        printf '%s\n' "$(random_secret)" >"$tmp"
+        mv -f "$tmp" "$grafana_admin"
+        echo "mqtt-auth: made Grafana's admin password (mqtt-auth show grafana-admin prints it)"
+    fi
+    if [ -n "$GRAFANA_UID" ]; then
+        chown "$GRAFANA_UID" "$grafana_admin"
+    fi
+    chmod 0400 "$grafana_admin"
+}
+
 prepare() {
     umask 077
     mkdir -p "$users_dir"
@@ -225,6 +244,7 @@ init() {
     build_acl
     ensure_tls
     ensure_api_token
+    ensure_grafana_admin
 }
 
 case ${1:-init} in
@@ -235,9 +255,9 @@ case ${1:-init} in
         [ $# -eq 2 ] || die "usage: mqtt-auth.sh passwd USER  (the password on standard input)"
         valid_user "$2"
         # `show` reads these two names as its own, so no login may take them.
-        case $2 in
-            ca | api-token) die "'$2' is reserved: 'show $2' prints something else" ;;
-        esac
+        for name in $RESERVED; do
+            [ "$2" != "$name" ] || die "'$2' is reserved: 'show $2' prints something else"
+        done
         prepare
         if [ -t 0 ]; then
             printf 'new password for %s: ' "$2" >&2
@@ -254,11 +274,18 @@ case ${1:-init} in
         echo "mqtt-auth: set the password of '$2'; the broker reads it on SIGHUP or restart"
         ;;
     remove)
-        [ $# -eq 2 ] || die "usage: mqtt-auth.sh remove USER|api-token"
+        [ $# -eq 2 ] || die "usage: mqtt-auth.sh remove USER|api-token|grafana-admin"
         if [ "$2" = api-token ]; then
             [ -f "$api_token" ] || die "no API token"
             rm -f "$api_token"
             echo "mqtt-auth: removed the API token; the next start makes a new one, then restart fer-service"
+            exit 0
+        fi
+        if [ "$2" = grafana-admin ]; then
+            [ -f "$grafana_admin" ] || die "no Grafana admin password"
+            rm -f "$grafana_admin"
+            echo "mqtt-auth: removed Grafana's admin password; the next start makes a new one, which Grafana" \
+                "takes only when it creates its database"
             exit 0
         fi
         valid_user "$2"
@@ -269,12 +296,15 @@ case ${1:-init} in
         echo "mqtt-auth: removed '$2'; the broker forgets it on SIGHUP or restart"
         ;;
     show)
-        [ $# -eq 2 ] || die "usage: mqtt-auth.sh show USER|ca|api-token"
+        [ $# -eq 2 ] || die "usage: mqtt-auth.sh show USER|ca|api-token|grafana-admin"
         if [ "$2" = ca ]; then
             cat "$tls_dir/ca.crt"
         elif [ "$2" = api-token ]; then
             [ -f "$api_token" ] || die "no API token yet: the first start makes it"
             cat "$api_token"
+        elif [ "$2" = grafana-admin ]; then
+            [ -f "$grafana_admin" ] || die "no Grafana admin password yet: the first start makes it"
+            cat "$grafana_admin"
         else
             valid_user "$2"
             [ -f "$users_dir/$2" ] || die "no user '$2'"
@@ -282,6 +312,7 @@ case ${1:-init} in
         fi
         ;;
     *)
-        die "unknown command '$1' (init, passwd USER, remove USER|api-token, show USER|ca|api-token)"
+        die "unknown command '$1' (init, passwd USER, remove USER|api-token|grafana-admin," \
+            "show USER|ca|api-token|grafana-admin)"
         ;;
 esac
