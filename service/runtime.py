@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from service.analysis_switch import AnalysisSwitches
 from service.cameras import CameraError, CameraRegistry
 from service.comms.base import MemoryPublisher, Publisher
-from service.comms.mqtt import MqttPublisher
+from service.comms.mqtt import MqttPublisher, client_id_secret, gateway_client_id
 from service.comms.outbox import Outbox
 from service.comms.payloads import SWITCH_PAYLOADS
 from service.config import DEMO_SOURCE, Settings
@@ -66,7 +66,11 @@ class Runtime:
             return MemoryPublisher()
         outbox = Outbox(Path(s.outbox_path), s.mqtt.outbox.max_messages, self.metrics)
         cameras = [(c.id, c.name or c.id) for c in s.cameras if c.enabled]
-        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras, s.gateway_id)
+        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras, s.gateway_id, self._client_id())
+
+    def _client_id(self) -> str:
+        s = self.settings
+        return gateway_client_id(s.mqtt, s.gateway_id, client_id_secret(Path(s.state_dir)))
 
     def _on_swap(self, model: LoadedModel) -> None:
         self.publisher.set_labels(model.labels)
@@ -92,7 +96,7 @@ class Runtime:
         with self.cameras.opening(switches, self.publisher):
             self.publisher.start()
             if s.mqtt.enabled:
-                self.relay = EventRelay(s.mqtt, s.gateway_id)
+                self.relay = EventRelay(s.mqtt, self._client_id())
                 self.relay.start()
             self._start_pipelines()
         self.models.start_watching()

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import ssl
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -46,9 +49,37 @@ logger = logging.getLogger(__name__)
 QOS2_IN_FLIGHT = 10
 
 
-def gateway_client_id(cfg: MqttConfig, gateway_id: str | None) -> str:
-    """``mqtt.client_id``, else one per gateway: a broker disconnects the older of two clients with one id."""
-    return cfg.client_id or ("fer-edge" if gateway_id is None else f"fer-edge-{gateway_id}")
+# The secret part of the client id, kept in state_dir so that a restart resumes the same session.
+CLIENT_ID_FILE = "mqtt-client-id"
+
+
+def gateway_client_id(cfg: MqttConfig, gateway_id: str | None, secret: str | None = None) -> str:
+    """``mqtt.client_id``, else one per gateway: a broker disconnects the older of two clients with one id.
+
+    A broker keeps the newer of two clients with one id, and any user may connect with any id, so a
+    well-known id would let a read-only user knock the service off the broker (and its last will
+    would mark it offline). ``secret`` (see `client_id_secret`) makes the id one nobody else knows.
+    """
+    base = cfg.client_id or ("fer-edge" if gateway_id is None else f"fer-edge-{gateway_id}")
+    return base if cfg.client_id or secret is None else f"{base}-{secret}"
+
+
+def client_id_secret(state_dir: Path) -> str:
+    """64 random bits, made once into ``state_dir`` (0600) and kept: MQTT publishes no client id, so
+    only the broker's operator (its log) learns it."""
+    path = state_dir / CLIENT_ID_FILE
+    try:
+        secret = path.read_text().strip()
+    except FileNotFoundError:
+        secret = ""
+    if len(secret) != 16 or not all(c in "0123456789abcdef" for c in secret):
+        secret = secrets.token_hex(8)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".new")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+            out.write(secret + "\n")
+        os.replace(tmp, path)
+    return secret
 
 
 def make_client(cfg: MqttConfig, client_id: str) -> mqtt.Client:
@@ -76,13 +107,14 @@ class MqttPublisher:
         metrics: Metrics,
         cameras: Sequence[tuple[str, str]] = (),
         gateway_id: str | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
         self.metrics = metrics
         self.gateway_id = gateway_id
         self.topics = Topics(cfg.prefix, cfg.discovery.prefix, gateway_id)
-        self.client_id = gateway_client_id(cfg, gateway_id)
+        self.client_id = client_id or gateway_client_id(cfg, gateway_id)
         self.node_id = cfg.discovery.node_id or default_node_id(gateway_id)
         self._cameras = list(cameras)
         self._handlers: dict[str, MessageHandler] = {}

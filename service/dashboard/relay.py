@@ -21,7 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from service.comms.mqtt import gateway_client_id, make_client
+from service.comms.mqtt import make_client
 from service.comms.topics import CameraTopic, Topics
 from service.config import MqttConfig
 from service.dashboard.history import History
@@ -36,7 +36,7 @@ _HISTORY_KINDS: dict[CameraTopic, str] = {"expression": "expression", "events": 
 
 
 class EventRelay:
-    def __init__(self, cfg: MqttConfig, gateway_id: str | None, max_events: int = 200) -> None:
+    def __init__(self, cfg: MqttConfig, client_id: str, max_events: int = 200) -> None:
         self.cfg = cfg
         self._topics = Topics(cfg.prefix)
         self._lock = threading.Lock()
@@ -51,7 +51,7 @@ class EventRelay:
         # retained state at once after each reconnect, just when the outbox drains its backlog: on one
         # connection, this gateway's delivery would slow as the site grows, and whenever a page's
         # snapshot holds `_lock`. The cost is one more connection, with the same login.
-        self.client = make_client(cfg, f"{gateway_client_id(cfg, gateway_id)}-dashboard")
+        self.client = make_client(cfg, f"{client_id}-dashboard")
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message

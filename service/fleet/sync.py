@@ -56,6 +56,10 @@ class SyncError(Exception):
         self.refused = refused
 
 
+# An index or a manifest is a few KB; a server that sends more is not a store.
+MAX_JSON_BYTES = 1 << 20
+
+
 class ModelSync:
     def __init__(
         self,
@@ -76,9 +80,10 @@ class ModelSync:
         self.base_url = cfg.url.rstrip("/")
         split = urllib.parse.urlsplit(self.base_url)
         if split.scheme == "http" and not is_loopback_host(split.hostname or ""):
+            # Only with distribution.allow_http: the settings refuse it otherwise.
             logger.warning(
-                "distribution.url is plain http to another host: the token and the models cross the network "
-                "unencrypted and the store is not authenticated; use https:// off this machine"
+                "distribution.url is plain http to another host (distribution.allow_http): the token and the models "
+                "cross the network unencrypted and the store is not authenticated"
             )
         # Built at start-up (bootstrap), so that an unreadable ca_file stops the start in one line.
         self._tls: ssl.SSLContext | None = None
@@ -287,7 +292,10 @@ class ModelSync:
             for fname, entry in manifest.files.items():
                 if "/" in fname or fname.startswith("."):
                     raise SyncError(f"refused: file name {fname!r}", refused=True)
-                size, sha = self._download(file_path(self.name, version, fname), staged / fname)
+                if entry.size > self.cfg.max_file_bytes:
+                    raise SyncError(f"refused: {fname} is {entry.size} bytes, past distribution.max_file_bytes "
+                                    f"({self.cfg.max_file_bytes})", refused=True)  # fmt: skip
+                size, sha = self._download(file_path(self.name, version, fname), staged / fname, entry.size)
                 if size != entry.size or sha != entry.sha256:
                     raise SyncError(f"refused: downloaded {fname} fails verification (sha256 mismatch, "
                                     f"{size} bytes of {entry.size})", refused=True)  # fmt: skip
@@ -326,11 +334,15 @@ class ModelSync:
             raise SyncError(f"GET {path}: {reason}") from None
 
     def _get_bytes(self, path: str) -> bytes:
+        """A manifest or an index: JSON of a few KB, read up to MAX_JSON_BYTES and refused past it."""
         with self._open(path) as resp:
             try:
-                return resp.read()
+                raw = resp.read(MAX_JSON_BYTES + 1)
             except OSError as exc:
                 raise SyncError(f"GET {path}: {exc}") from None
+        if len(raw) > MAX_JSON_BYTES:
+            raise SyncError(f"refused: GET {path} answered more than {MAX_JSON_BYTES} bytes", refused=True)
+        return raw
 
     def _get_json(self, path: str) -> dict:
         try:
@@ -341,13 +353,18 @@ class ModelSync:
             raise SyncError(f"GET {path}: not a JSON object")
         return data
 
-    def _download(self, path: str, dst: Path) -> tuple[int, str]:
+    def _download(self, path: str, dst: Path, expected: int) -> tuple[int, str]:
+        """The file's size and sha256; a server that sends more than the manifest's ``expected`` bytes is
+        cut off there, so it cannot fill the gateway's disk."""
         digest, size = hashlib.sha256(), 0
         with self._open(path) as resp, open(dst, "wb") as out:
             try:
-                while chunk := resp.read(_CHUNK):
+                while chunk := resp.read(min(_CHUNK, expected - size + 1)):
                     digest.update(chunk)
                     size += len(chunk)
+                    if size > expected:
+                        raise SyncError(f"refused: GET {path} sent more than the manifest's {expected} bytes",
+                                        refused=True)  # fmt: skip
                     out.write(chunk)
             except OSError as exc:
                 raise SyncError(f"GET {path}: {exc}") from None

@@ -285,4 +285,4 @@ def test_settings_refuse_distribution_without_a_url_or_without_mqtt(make_setting
     with pytest.raises(ValueError, match=r"distribution\.url is required"):
         make_settings(mqtt={"enabled": True}, distribution={"enabled": True})
     with pytest.raises(ValueError, match="distribution needs mqtt"):
-        make_settings(distribution={"enabled": True, "url": "http://store:8500"})
+        make_settings(distribution={"enabled": True, "url": "https://store:8500"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,71 @@ def test_a_store_whose_index_is_not_one_fails_the_first_fetch_in_one_line(tmp_pa
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_downloads_are_capped_by_the_settings_and_by_the_manifest(
+    tmp_path: Path, central: tuple[ModelStore, str]
+) -> None:
+    """The review: a gateway downloaded without a size cap, so a store (or whoever answers as one) could
+    fill its disk. A file past distribution.max_file_bytes is refused before it is fetched, and a
+    server that sends more than the manifest says is cut off at that size."""
+    _, url = central
+
+    def bootstrap(store_url: str, **cfg: Any) -> Path:
+        cache = tmp_path / f"cache-{len(list(tmp_path.iterdir()))}"
+        cache.mkdir()
+        model_cfg = ModelConfig(store=cache)
+        dist = DistributionConfig(enabled=True, url=store_url, bootstrap_timeout_s=0, retry_min_s=0.1,
+                                  retry_max_s=0.1, **cfg)  # fmt: skip
+        ModelSync(dist, model_cfg, None, ModelManager(model_cfg), Metrics(CollectorRegistry())).bootstrap()
+        return cache
+
+    with pytest.raises(ModelLoadError, match=r"model\.onnx is \d+ bytes, past distribution\.max_file_bytes \(1024\)"):
+        bootstrap(url, max_file_bytes=1024)
+
+    sent: list[int] = []
+
+    class Flood(http.server.BaseHTTPRequestHandler):
+        """The real store's index and manifests; for any other file, 64 MB of zeros."""
+
+        def do_GET(self) -> None:
+            if self.path.endswith(".json") or self.path.count("/") == 3:
+                with urllib.request.urlopen(url + self.path) as real:
+                    body = real.read()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                for _ in range(1024):
+                    self.wfile.write(bytes(64 << 10))
+                    sent.append(64 << 10)
+            except OSError:
+                pass  # the gateway hung up
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ModelLoadError, match=r"sent more than the manifest's \d+ bytes"):
+            bootstrap(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # What reached the gateway's disk: nothing kept, not one file of the flood.
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size > 2 << 20]
+
+
+def test_plain_http_to_another_host_is_refused_unless_allowed() -> None:
+    with pytest.raises(ValueError, match=r"plain http:// to another host[\s\S]*distribution\.allow_http"):
+        DistributionConfig(enabled=True, url="http://store.lan:8500")
+    assert DistributionConfig(enabled=True, url="http://store.lan:8500", allow_http=True).allow_http
+    assert DistributionConfig(enabled=True, url="http://127.0.0.1:8500").url  # one machine: a trial
+    assert DistributionConfig(enabled=True, url="https://store.lan:8500").url
+

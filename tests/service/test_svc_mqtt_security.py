@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client import CollectorRegistry
 
 from harness.broker import HAVE_MOSQUITTO, Mosquitto, Subscriber
 from harness.machine import free_port, wait_until
-from service.comms.mqtt import MqttPublisher
+from harness.service import ServiceProcess
+from harness.store import SEED_STORE
+from service.comms.mqtt import CLIENT_ID_FILE, MqttPublisher
 from service.comms.outbox import Outbox
 from service.config import MqttConfig
 from service.metrics import Metrics
@@ -125,3 +130,46 @@ def test_tls(tmp_path: Path) -> None:
             plain.close()
         pub.stop()
         broker.kill()
+
+
+def test_no_other_client_can_take_the_service_off_the_broker(tmp_path: Path) -> None:
+    """The review: a read-only user connecting with the client id `fer-edge` disconnected the service (a
+    broker keeps the newer of two clients with one id); its last will then marked it offline, and the
+    reconnects made it flap. The service's ids now end in a secret kept in state_dir."""
+    broker = Mosquitto(tmp_path / "broker").start()
+    state = tmp_path / "state"
+    svc = ServiceProcess.configured(tmp_path / "svc", {
+        "state_dir": str(state), "log_level": "WARNING", "model": {"store": str(SEED_STORE), "watch_interval_s": 0},
+        "mqtt": {"port": broker.port, "reconnect_min_s": 0.5, "reconnect_max_s": 1},
+    })  # fmt: skip
+    watcher = Subscriber(broker.port, ("fer/available",))
+    intruders: list[mqtt.Client] = []
+    try:
+        svc.start()
+        watcher.wait_for(lambda ms: [m for m in ms if m.json()["state"] == "online"], what="the service online")
+        secret = (state / CLIENT_ID_FILE).read_text().strip()
+        assert len(secret) == 16 and stat.S_IMODE((state / CLIENT_ID_FILE).stat().st_mode) == 0o600
+        log = broker.log.read_text()
+        assert f"fer-edge-{secret}" in log and f"fer-edge-{secret}-dashboard" in log
+        for client_id in ("fer-edge", "fer-edge-dashboard"):  # the ids anyone could guess
+            intruder = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+            intruder.connect("127.0.0.1", broker.port)
+            intruder.loop_start()
+            intruders.append(intruder)
+        time.sleep(3)
+        states = [m.json()["state"] for m in watcher.snapshot()]
+        assert states == ["online"], f"the service was knocked off the broker: {states}"
+        assert svc.get("/readyz")["mqtt"] == "connected"
+        # A restart resumes the same session: the same id.
+        svc.stop()
+        svc.start()
+        watcher.wait_for(lambda ms: [m for m in ms if m.json()["state"] == "stopped"], what="a clean stop")
+        assert (state / CLIENT_ID_FILE).read_text().strip() == secret
+    finally:
+        for intruder in intruders:
+            intruder.disconnect()
+            intruder.loop_stop()
+        watcher.close()
+        svc.stop()
+        broker.stop()
+
