@@ -46,7 +46,8 @@ class Runtime:
         self.models = ModelManager(settings.model, self.metrics, on_swap=self._on_swap)
         self.sync: ModelSync | None = None
         if settings.distribution.enabled:
-            self.sync = ModelSync(settings.distribution, settings.model, settings.gateway_id, self.models, self.metrics)
+            self.sync = ModelSync(settings.distribution, settings.model, settings.gateway_id, self.models, self.metrics,
+                                  settings.mqtt if settings.mqtt.enabled else None)
         # Built in start(): it opens the outbox file, and construction must not touch the disk.
         self.publisher: Publisher = MemoryPublisher()
         self.analyser = ImageAnalyser(settings.detector, settings.api)
@@ -85,7 +86,7 @@ class Runtime:
             return
         s = self.settings
         if self.sync is not None:
-            self.sync.bootstrap()
+            self.sync.bootstrap(self._client_id())
         self.models.load_initial()
         switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
         self.publisher = self._make_publisher()

@@ -16,6 +16,7 @@ refused token or certificate is told in words, in the log and in the retained mo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.client
@@ -34,11 +35,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from model_store import MANIFEST_FILE, Manifest, StoreError, sha256_file
-from model_store.addresses import IndexBody, file_path, is_loopback_host, model_path
+from model_store.addresses import IndexBody, announcement_topic, file_path, is_loopback_host, model_path
 from model_store.distribution import Announcement
 from service.comms.base import Publisher
+from service.comms.mqtt import make_client
 from service.comms.payloads import GatewayModel
-from service.config import DistributionConfig, ModelConfig
+from service.config import DistributionConfig, ModelConfig, MqttConfig
 from service.metrics import Metrics
 from service.models import ModelLoadError, ModelManager
 
@@ -46,6 +48,10 @@ logger = logging.getLogger(__name__)
 
 ALIASES = ("stable", "candidate")
 _CHUNK = 1 << 16
+# How long an empty cache's first fetch waits for the broker's retained announcements: the only
+# digests it can check the store's first answer against. A broker answers a subscription with what
+# it retains at once, so this is spent only when the broker is unreachable.
+ANNOUNCEMENT_WAIT_S = 5.0
 
 
 class SyncError(Exception):
@@ -68,9 +74,11 @@ class ModelSync:
         gateway_id: str | None,
         manager: ModelManager,
         metrics: Metrics,
+        mqtt: MqttConfig | None = None,
     ) -> None:
         assert cfg.url is not None
         self.cfg = cfg
+        self.mqtt = mqtt
         self.name = model_cfg.name
         self.alias = model_cfg.alias
         self.gateway_id = gateway_id
@@ -143,33 +151,30 @@ class ModelSync:
                 raise ModelLoadError(f"distribution.ca_file {ca_file}: not a PEM CA certificate ({exc})") from None
         return self._tls
 
-    def bootstrap(self) -> None:
-        """With nothing in the cache, fetch what the store's aliases name now; raises ModelLoadError."""
+    def bootstrap(self, client_id: str = "fer-edge") -> None:
+        """With nothing in the cache, fetch what the store's aliases name now; raises ModelLoadError.
+
+        The version and digests come from the broker's retained announcement when there is one, so
+        that the first download is checked as every later one is; the store's index is used only when
+        no announcement arrives, and then the first answer is trusted as served (and logged so)."""
         self._tls_context()
         try:
             self.cache.resolve(self.name, self.alias)
             return
         except StoreError:
             pass
+        announced = self._retained_announcements(client_id)
+        if not announced:
+            logger.warning("no %s announcement from the broker: the first model is taken as the store serves it, "
+                           "with no digest to check it against", self.name)  # fmt: skip
         deadline = time.monotonic() + self.cfg.bootstrap_timeout_s
         attempt = 0
         while True:
             try:
-                try:
-                    index = IndexBody.model_validate(self._get_json(model_path(self.name)))
-                except ValidationError as exc:
-                    raise SyncError(f"GET {model_path(self.name)}: not the store's index "
-                                    f"({exc.errors()[0]['msg']})") from None
-                stable, candidate = index.aliases.get("stable"), index.aliases.get("candidate")
-                if stable is None:
-                    raise SyncError(f"the central store has no {self.name}:stable")
-                entry, alias = stable, "stable"
-                if (candidate is not None and self.gateway_id in (candidate.gateways or [])
-                        and candidate.version > stable.version):  # fmt: skip
-                    entry, alias = candidate, "candidate"
-                self._install(entry.version, None, None)
-                self.cache.set_alias(self.name, self.alias, entry.version)
-                logger.info("fetched %s v%s (%s) into the empty cache", self.name, entry.version, alias)
+                version, alias, digests = self._first_target(announced)
+                self._install(version, *digests)
+                self.cache.set_alias(self.name, self.alias, version)
+                logger.info("fetched %s v%s (%s) into the empty cache", self.name, version, alias)
                 return
             except (SyncError, StoreError) as exc:
                 attempt += 1
@@ -178,6 +183,64 @@ class ModelSync:
                     raise ModelLoadError(f"no model in the cache, none fetched from {self.base_url}: {exc}") from None
                 logger.warning("cannot fetch a first model yet (%s); retrying in %.1f s", exc, delay)
                 time.sleep(delay)
+
+    def _first_target(self, announced: dict[str, Announcement]) -> tuple[int, str, tuple[str | None, str | None]]:
+        """The version to fetch first, its alias and the digests to check it against."""
+        if announced:
+            with self._lock:
+                self._announced.update(announced)
+            target = self.target()
+            if target is not None:
+                return target.version, target.alias, (target.manifest_sha256, target.sha256)
+        try:
+            index = IndexBody.model_validate(self._get_json(model_path(self.name)))
+        except ValidationError as exc:
+            raise SyncError(f"GET {model_path(self.name)}: not the store's index "
+                            f"({exc.errors()[0]['msg']})") from None  # fmt: skip
+        stable, candidate = index.aliases.get("stable"), index.aliases.get("candidate")
+        if stable is None:
+            raise SyncError(f"the central store has no {self.name}:stable")
+        entry, alias = stable, "stable"
+        if (candidate is not None and self.gateway_id in (candidate.gateways or [])
+                and candidate.version > stable.version):  # fmt: skip
+            entry, alias = candidate, "candidate"
+        return entry.version, alias, (None, None)
+
+    def _retained_announcements(self, client_id: str) -> dict[str, Announcement]:
+        """What the broker retains for each alias, read with a short-lived client of its own (the
+        service's connection does not exist yet); empty without MQTT or when the broker is away."""
+        if self.mqtt is None:
+            return {}
+        topics = {announcement_topic(self.mqtt.prefix, self.name, alias): alias for alias in ALIASES}
+        found: dict[str, Announcement] = {}
+        done = threading.Event()
+        client = make_client(self.mqtt, f"{client_id}-bootstrap")
+
+        def on_connect(c: object, userdata: object, flags: object, reason: object, props: object) -> None:
+            client.subscribe([(topic, 1) for topic in topics])
+
+        def on_subscribe(c: object, userdata: object, mid: object, reasons: object, props: object) -> None:
+            # Retained messages precede the SUBACK's effects only loosely: a moment more for them.
+            threading.Timer(0.5, done.set).start()
+
+        def on_message(c: object, userdata: object, msg: object) -> None:
+            topic, payload = msg.topic, msg.payload  # type: ignore[attr-defined]
+            with contextlib.suppress(ValidationError):
+                notice = Announcement.model_validate_json(payload)
+                if notice.name == self.name and notice.alias == topics.get(topic):
+                    found[notice.alias] = notice
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        try:
+            client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
+            client.loop_start()
+            done.wait(ANNOUNCEMENT_WAIT_S)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        return found
 
     # -- the loop --------------------------------------------------------------------------------
 

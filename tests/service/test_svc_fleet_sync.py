@@ -20,7 +20,7 @@ from harness.machine import wait_until
 from harness.store import copy_store, publish_copy
 from model_store import ModelStore
 from model_store.distribution import Announcer, StoreHTTPServer, announcement
-from service.config import DistributionConfig, ModelConfig
+from service.config import DistributionConfig, ModelConfig, MqttConfig
 from service.fleet.sync import ModelSync
 from service.metrics import Metrics
 from service.models import ModelLoadError, ModelManager
@@ -217,4 +217,59 @@ def test_plain_http_to_another_host_is_refused_unless_allowed() -> None:
     assert DistributionConfig(enabled=True, url="http://store.lan:8500", allow_http=True).allow_http
     assert DistributionConfig(enabled=True, url="http://127.0.0.1:8500").url  # one machine: a trial
     assert DistributionConfig(enabled=True, url="https://store.lan:8500").url
+
+
+def test_an_empty_cache_checks_its_first_download_against_the_retained_announcement(
+    tmp_path: Path, broker: Mosquitto, central: tuple[ModelStore, str]
+) -> None:
+    """The review: the first download into an empty cache checked no digest, so whoever answered as the
+    store chose the gateway's first model. The broker's retained announcement now gives the digests."""
+    store, url = central
+    notice = announcement(store, "ean", "stable")
+    retainer = Subscriber(broker.port, ("fer/none",))
+    retainer.connected.wait(5)
+    retainer.client.publish("fer/models/ean/stable", notice.model_dump_json().encode(), qos=1,
+                            retain=True).wait_for_publish(5)  # fmt: skip
+    retainer.close()
+
+    class Tamper(http.server.BaseHTTPRequestHandler):
+        """The real store's answers, but every manifest re-serialised: the same content, other bytes."""
+
+        def do_GET(self) -> None:
+            with urllib.request.urlopen(url + self.path) as real:
+                body = real.read()
+            if self.path.endswith("/manifest.json"):
+                body = json.dumps(json.loads(body), indent=1).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    def bootstrap(store_url: str, mqtt: MqttConfig | None) -> ModelStore:
+        cache = tmp_path / f"cache-{len(list(tmp_path.iterdir()))}"
+        cache.mkdir()
+        model_cfg = ModelConfig(store=cache)
+        dist = DistributionConfig(enabled=True, url=store_url, bootstrap_timeout_s=0, retry_min_s=0.1,
+                                  retry_max_s=0.1)  # fmt: skip
+        ModelSync(dist, model_cfg, None, ModelManager(model_cfg), Metrics(CollectorRegistry()), mqtt).bootstrap()
+        return ModelStore(cache)
+
+    mqtt = MqttConfig(port=broker.port)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tamper)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tampered = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ModelLoadError, match=r"manifest\.json sha256 does not match the announcement"):
+            bootstrap(tampered, mqtt)
+        # Without a broker to ask, the first answer is all there is: taken, and logged so.
+        assert bootstrap(tampered, None).resolve("ean", "stable") == notice.version
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The real store passes the same check, and the announced version is the one fetched.
+    cache = bootstrap(url, mqtt)
+    assert cache.resolve("ean", "stable") == notice.version and cache.verify("ean", notice.version) == []
 
