@@ -194,13 +194,17 @@ ensure_tls() {
     echo "mqtt-auth: issued the broker's certificate for $names"
 }
 
-ensure_api_token() {
-    if [ ! -s "$api_token" ]; then
-        tmp=$AUTH_DIR/.api-token.new
+ensure_secret() {  # FILE WHAT: a random secret in FILE unless it holds one; `show` prints it
+    if [ ! -s "$1" ]; then
+        tmp=$AUTH_DIR/.$(basename "$1").new
         printf '%s\n' "$(random_secret)" >"$tmp"
-        mv -f "$tmp" "$api_token"
-        echo "mqtt-auth: made the HTTP API's bearer token (mqtt-auth show api-token prints it)"
+        mv -f "$tmp" "$1"
+        echo "mqtt-auth: made $2 (mqtt-auth show $(basename "$1") prints it)"
     fi
+}
+
+ensure_api_token() {
+    ensure_secret "$api_token" "the HTTP API's bearer token"
     # On every run, not only when it is made: a token kept from an earlier start follows a change of
     # PROMETHEUS_GID, and a new one is root's alone until this line hands it over.
     if [ -n "$PROMETHEUS_GID" ]; then
@@ -213,12 +217,7 @@ ensure_api_token() {
 }
 
 ensure_grafana_admin() {
-    if [ ! -s "$grafana_admin" ]; then
-        tmp=$AUTH_DIR/.grafana-admin.new
-        printf '%s\n' "$(random_secret)" >"$tmp"
-        mv -f "$tmp" "$grafana_admin"
-        echo "mqtt-auth: made Grafana's admin password (mqtt-auth show grafana-admin prints it)"
-    fi
+    ensure_secret "$grafana_admin" "Grafana's admin password"
     if [ -n "$GRAFANA_UID" ]; then
         chown "$GRAFANA_UID" "$grafana_admin"
     fi
