@@ -24,8 +24,11 @@ def _cmd_list(store: ModelStore, args: argparse.Namespace) -> int:
         for version in store.versions(name):
             m = store.manifest(name, version)
             tags = ",".join(sorted(by_version.get(version, [])))
+            # Named as docs/model.md and the page name them: a figure taken with flip TTA is not the
+            # served (one pass) one, and v1's manifest holds only that.
+            kind = "flip_tta" if m.metrics.tta else "served"
             print(
-                f"{name}\tv{version}\tval={m.metrics.val_accuracy:.4f}\tparams={m.metrics.params}"
+                f"{name}\tv{version}\t{kind}={m.metrics.val_accuracy:.4f}\tparams={m.metrics.params}"
                 f"\tmacs={m.metrics.macs}\t{m.created_at:%Y-%m-%dT%H:%M:%SZ}\t{tags}"
             )
     return 0

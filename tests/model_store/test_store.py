@@ -155,6 +155,10 @@ def test_cli_list_show_promote_rollback_verify(store: ModelStore, capsys) -> Non
     assert cli(["--root", root, "list"]) == 0
     out = capsys.readouterr().out
     assert "ean\tv2" in out and "stable" in out
+    # Each version's accuracy says which figure it is: the shipped seed's v1 has only its flip TTA one.
+    assert cli(["--root", str(seed.root), "list"]) == 0
+    rows = {line.split("\t")[1]: line.split("\t")[2] for line in capsys.readouterr().out.splitlines()}
+    assert rows["v1"].startswith("flip_tta=0.64") and rows["v2"] == "served=0.6612", rows
     assert cli(["--root", root, "show", "ean", "stable"]) == 0
     assert json.loads(capsys.readouterr().out)["version"] == 2
     assert cli(["--root", root, "rollback", "ean"]) == 0
