@@ -61,17 +61,13 @@ class Runtime:
         self.started_at: float | None = None
         self._stopped = False
 
-    def _make_publisher(self) -> Publisher:
+    def _make_publisher(self, client_id: str) -> Publisher:
         s = self.settings
         if not s.mqtt.enabled:
             return MemoryPublisher()
         outbox = Outbox(Path(s.outbox_path), s.mqtt.outbox.max_messages, self.metrics)
         cameras = [(c.id, c.name or c.id) for c in s.cameras if c.enabled]
-        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras, s.gateway_id, self._client_id())
-
-    def _client_id(self) -> str:
-        s = self.settings
-        return gateway_client_id(s.mqtt, s.gateway_id, client_id_secret(Path(s.state_dir)))
+        return MqttPublisher(s.mqtt, outbox, self.metrics, cameras, s.gateway_id, client_id)
 
     def _on_swap(self, model: LoadedModel) -> None:
         self.publisher.set_labels(model.labels)
@@ -85,11 +81,14 @@ class Runtime:
         if self.started_at is not None:
             return
         s = self.settings
+        # Without MQTT there is no broker to take the id over, and nothing to write into state_dir.
+        secret = client_id_secret(Path(s.state_dir)) if s.mqtt.enabled else None
+        client_id = gateway_client_id(s.mqtt, s.gateway_id, secret)
         if self.sync is not None:
-            self.sync.bootstrap(self._client_id())
+            self.sync.bootstrap(client_id)
         self.models.load_initial()
         switches = AnalysisSwitches(Path(s.state_dir) / "analysis.json")
-        self.publisher = self._make_publisher()
+        self.publisher = self._make_publisher(client_id)
         self.publisher.set_labels(self.models.require().labels)
         if self.sync is not None:
             self.sync.attach(self.publisher)
@@ -97,7 +96,7 @@ class Runtime:
         with self.cameras.opening(switches, self.publisher):
             self.publisher.start()
             if s.mqtt.enabled:
-                self.relay = EventRelay(s.mqtt, self._client_id())
+                self.relay = EventRelay(s.mqtt, client_id)
                 self.relay.start()
             self._start_pipelines()
         self.models.start_watching()

@@ -27,8 +27,9 @@ def host_name(value: str) -> str:
     value = value.strip().lower()
     if value.startswith("["):
         return value[1 : value.find("]")] if "]" in value else value[1:]
-    name, _, _port = value.rpartition(":") if value.count(":") == 1 else (value, "", "")
-    return name.rstrip(".")
+    if value.count(":") == 1:  # name:port; more colons is a bare IPv6 address
+        value = value.rpartition(":")[0]
+    return value.rstrip(".")
 
 
 def host_allowed(name: str, allowed: Sequence[str]) -> bool:

@@ -16,13 +16,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from service.config._base import write_private
 
 LOG_N, BLOCK, PARALLEL = 14, 8, 5
 _KEY_BYTES = 32
@@ -106,19 +107,6 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "not a password file written by fer-edge (delete it to generate a new password)"
     return str(exc)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomically, readable by the owner only (0600) from its first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write(path: Path, stored: _Stored) -> None:

@@ -21,7 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from service.api.passwords import write_private
+from service.config._base import write_private
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import ssl
 import threading
@@ -43,6 +42,7 @@ from service.comms.payloads import (
 )
 from service.comms.topics import Topics
 from service.config import MqttConfig
+from service.config._base import write_private
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -74,11 +74,7 @@ def client_id_secret(state_dir: Path) -> str:
         secret = ""
     if len(secret) != 16 or not all(c in "0123456789abcdef" for c in secret):
         secret = secrets.token_hex(8)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".new")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
-            out.write(secret + "\n")
-        os.replace(tmp, path)
+        write_private(path, secret + "\n")
     return secret
 
 

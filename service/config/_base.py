@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -30,3 +31,16 @@ def read_secret_file(path: Path, key: str, *, strip: bool = False) -> str:
     if not secret:
         raise SecretFileError(f"{key} {path}: the first line is empty")
     return secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically, readable by the owner only (0600) from its first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

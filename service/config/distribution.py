@@ -48,9 +48,9 @@ class DistributionConfig(Strict):
     def _checks(self) -> DistributionConfig:
         if self.enabled and not self.url:
             raise ValueError("distribution.url is required when distribution is enabled")
-        if self.ca_file is not None and urlsplit(self.url or "").scheme != "https":
-            raise ValueError("distribution.ca_file verifies an https:// store server, but distribution.url is not one")
         split = urlsplit(self.url or "")
+        if self.ca_file is not None and split.scheme != "https":
+            raise ValueError("distribution.ca_file verifies an https:// store server, but distribution.url is not one")
         if split.scheme == "http" and not is_loopback_host(split.hostname or "") and not self.allow_http:
             raise ValueError(
                 "distribution.url is plain http:// to another host: the token and the models would cross the network "

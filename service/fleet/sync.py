@@ -213,15 +213,14 @@ class ModelSync:
             return {}
         topics = {announcement_topic(self.mqtt.prefix, self.name, alias): alias for alias in ALIASES}
         found: dict[str, Announcement] = {}
-        done = threading.Event()
+        subscribed = threading.Event()
         client = make_client(self.mqtt, f"{client_id}-bootstrap")
 
         def on_connect(c: object, userdata: object, flags: object, reason: object, props: object) -> None:
             client.subscribe([(topic, 1) for topic in topics])
 
         def on_subscribe(c: object, userdata: object, mid: object, reasons: object, props: object) -> None:
-            # Retained messages precede the SUBACK's effects only loosely: a moment more for them.
-            threading.Timer(0.5, done.set).start()
+            subscribed.set()
 
         def on_message(c: object, userdata: object, msg: object) -> None:
             topic, payload = msg.topic, msg.payload  # type: ignore[attr-defined]
@@ -236,7 +235,9 @@ class ModelSync:
         try:
             client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.mqtt.keepalive_s)
             client.loop_start()
-            done.wait(ANNOUNCEMENT_WAIT_S)
+            if subscribed.wait(ANNOUNCEMENT_WAIT_S):
+                # Retained messages follow the SUBACK closely, not always before it: a moment more.
+                time.sleep(0.5)
         finally:
             client.disconnect()
             client.loop_stop()
